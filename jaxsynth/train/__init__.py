@@ -1,0 +1,1 @@
+"""The one training engine: task interface, train state, mesh, loop, checkpoints, metrics."""
