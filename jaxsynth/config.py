@@ -124,7 +124,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         node = config
         for i, p in enumerate(parts[:-1]):
             if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-                raise UserError(f"unknown config key '{'.'.join(parts[: i + 1])}' in --config.{key}")
+                raise UserError(
+                    f"unknown config key '{'.'.join(parts[: i + 1])}' in --config.{key}"
+                )
             node = node[p]
         leaf = parts[-1]
         if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:

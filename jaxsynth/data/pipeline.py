@@ -1,0 +1,160 @@
+"""Grain input pipelines: seeded shuffling, per-process sharding, [-1, 1] scaling, flips/rot90.
+
+Why Grain: its sampler makes the record order a pure function of (seed, step), so the iterator
+state is a few integers that Orbax saves next to the model; a resumed run sees exactly the batches
+an uninterrupted run would have seen. Each host reads only its own shard of every global batch
+(`ShardByJaxProcess`), and `to_global` stitches the per-host pieces into one `jax.Array` sharded
+over the mesh's "data" axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxsynth.errors import UserError
+
+AUGMENTATIONS = ("none", "flip", "flip_rot90")
+
+
+class ArraySource:
+    """Random-access source over in-memory arrays (a materialised study split).
+
+    Records are dicts of numpy arrays: `image` uint8 HWC, `label` int32 and optionally `mask`
+    uint8 HW. Top-level and picklable so Grain worker processes can use it.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        if "image" not in arrays or "label" not in arrays:
+            raise UserError("pipeline arrays need 'image' and 'label'")
+        n = len(arrays["image"])
+        for k, v in arrays.items():
+            if len(v) != n:
+                raise UserError(f"pipeline array '{k}' has {len(v)} rows, 'image' has {n}")
+        self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self._arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToModelInput(grain.transforms.Map):
+    """uint8 image -> float32 in [-1, 1]; uint8 mask -> float32 {0, 1} with a channel axis."""
+
+    def map(self, record: dict) -> dict:
+        out = {
+            "image": record["image"].astype(np.float32) / 127.5 - 1.0,
+            "label": np.int32(record["label"]),
+        }
+        if "mask" in record:
+            out["mask"] = (record["mask"] > 0).astype(np.float32)[..., None]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomDihedral(grain.transforms.RandomMap):
+    """Random horizontal flip, and optionally a random multiple of 90° rotation.
+
+    Histology has no canonical orientation, so these are label-preserving. The same transform is
+    applied to the image and its mask. Grain seeds `rng` per record from the loader seed.
+    """
+
+    rot90: bool = False
+
+    def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+        keys = [k for k in ("image", "mask") if k in record]
+        flip = bool(rng.integers(2))
+        k = int(rng.integers(4)) if self.rot90 else 0
+        out = dict(record)
+        for key in keys:
+            x = record[key]
+            if flip:
+                x = x[:, ::-1]
+            if k:
+                x = np.rot90(x, k, axes=(0, 1))
+            out[key] = np.ascontiguousarray(x)
+        return out
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """Grain worker processes read absl flags; outside `absl.app.run` they are unparsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def local_batch_size(global_batch_size: int) -> int:
+    """This process's share of the global batch; the global batch must split evenly."""
+    count = jax.process_count()
+    if global_batch_size % count:
+        raise UserError(f"batch_size={global_batch_size} is not divisible by the {count} processes")
+    return global_batch_size // count
+
+
+def make_loader(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    global_batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    augment: str = "none",
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    drop_remainder: bool = True,
+) -> grain.DataLoader:
+    """A Grain DataLoader yielding this process's share of each global batch.
+
+    Batches are dicts: `image` float32 [-1, 1] (B, H, W, 3), `label` int32 (B,), and `mask`
+    float32 {0, 1} (B, H, W, 1) when `arrays` has one. `num_epochs=None` repeats forever.
+    """
+    if augment not in AUGMENTATIONS:
+        raise UserError(f"data.augment='{augment}' is not one of {', '.join(AUGMENTATIONS)}")
+    source = ArraySource(arrays)
+    if len(source) == 0:
+        raise UserError("pipeline got an empty dataset")
+    batch = local_batch_size(global_batch_size)
+    shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    per_shard = len(source) // shard.shard_count
+    if drop_remainder and per_shard < batch:
+        raise UserError(
+            f"batch_size={global_batch_size} is larger than the {len(source)} training images"
+        )
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=shard,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    ops: list = []
+    if augment != "none":
+        ops.append(RandomDihedral(rot90=augment == "flip_rot90"))
+    ops += [ToModelInput(), grain.transforms.Batch(batch_size=batch, drop_remainder=drop_remainder)]
+    if worker_count > 0:
+        _ensure_absl_flags_parsed()
+    return grain.DataLoader(
+        data_source=source, sampler=sampler, operations=ops, worker_count=worker_count
+    )
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh's "data" axis, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Per-process local batch -> global arrays sharded on the "data" axis (multi-host safe)."""
+    sharding = data_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
