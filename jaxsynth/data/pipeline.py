@@ -10,6 +10,7 @@ over the mesh's "data" axis.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 
 import grain
@@ -38,6 +39,19 @@ class ArraySource:
                 raise UserError(f"pipeline array '{k}' has {len(v)} rows, 'image' has {n}")
         self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
         self._n = n
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        # Grain stores repr(data_source) in the iterator state and refuses to restore onto a
+        # different one; a content fingerprint makes that check meaningful and stable across runs.
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for k in sorted(self._arrays):
+                a = np.ascontiguousarray(self._arrays[k])
+                h.update(f"{k}{a.shape}{a.dtype}".encode())
+                h.update(a.tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return f"ArraySource(n={self._n}, sha256={self._fingerprint})"
 
     def __len__(self) -> int:
         return self._n
