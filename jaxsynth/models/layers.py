@@ -1,0 +1,134 @@
+"""A fast 4×4 stride-2 transposed convolution (the GAN upsampling layer) for XLA:CPU.
+
+WHY: flax `nn.ConvTranspose` lowers to a convolution with input (lhs) dilation; XLA:CPU runs that
+and, worse, its gradients very slowly (a DCGAN step was ~12× slower than PyTorch, see
+shared/STACK.md). The same linear map can be written with ordinary stride-1 convolutions, which
+XLA:CPU lowers well, in two ways:
+
+* ``"phase"`` (sub-pixel / per-phase): output pixel (2m+a, 2n+b) only ever sees the kernel taps
+  W[a::2, b::2] (a 2×2 sub-kernel), so the layer is four stride-1 2×2 convolutions whose outputs
+  are interleaved (depth-to-space). Gradients are those of stride-1 convs. No wasted FLOPs.
+* ``"vjp"``: a transposed conv IS the input-gradient of a strided conv, so forward = that VJP, and
+  a custom VJP gives the backward pass as a forward strided conv (for dx) and a strided conv's
+  kernel gradient (for dW), both lowered well.
+* ``"lax"``: `jax.lax.conv_transpose` itself (the reference, and the fastest on some GPUs).
+
+All three compute exactly the same function (tested against `lax.conv_transpose` and
+`nn.ConvTranspose`): with kernel W of shape (4, 4, Cin, Cout) (HWIO, no flip) and padding 2 on
+every side of the dilated input, an (H, W) input becomes (2H, 2W) — PyTorch's
+`ConvTranspose2d(k=4, s=2, p=1)` up to the kernel flip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("phase", "vjp", "lax")
+_DN = ("NHWC", "HWIO", "NHWC")
+_LAX_PADDING = ((2, 2), (2, 2))
+
+
+def conv_transpose_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Reference: `lax.conv_transpose`, stride 2, padding 2 per side (output 2H × 2W)."""
+    return lax.conv_transpose(x, kernel, (2, 2), _LAX_PADDING, dimension_numbers=_DN)
+
+
+def conv_transpose_phase(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Four stride-1 2×2 convolutions (one per output phase), interleaved."""
+    pads = {0: (1, 0), 1: (0, 1)}  # phase 0 sees x[m-1], x[m]; phase 1 sees x[m], x[m+1]
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for b in (0, 1):
+            sub = kernel[a::2, b::2]  # (2, 2, Cin, Cout)
+            cols.append(
+                lax.conv_general_dilated(x, sub, (1, 1), (pads[a], pads[b]), dimension_numbers=_DN)
+            )
+        rows.append(jnp.stack(cols, axis=3))  # (B, H, W, 2[b], C)
+    y = jnp.stack(rows, axis=2)  # (B, H, 2[a], W, 2[b], C)
+    bsz, h, _, w, _, c = y.shape
+    return y.reshape(bsz, 2 * h, 2 * w, c)
+
+
+def _strided_conv(z: jax.Array, kernel_t: jax.Array) -> jax.Array:
+    """The forward conv whose input-gradient is our transposed conv: (2H,2W,Cout) -> (H,W,Cin)."""
+    return lax.conv_general_dilated(z, kernel_t, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DN)
+
+
+def _kernel_t(kernel: jax.Array) -> jax.Array:
+    # correlation with W over the dilated input == adjoint of strided correlation with flip(W)^T
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _transpose_via_vjp(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    bsz, h, w, _ = x.shape
+    z = jnp.zeros((bsz, 2 * h, 2 * w, kernel.shape[3]), x.dtype)
+    _, pullback = jax.vjp(lambda zz: _strided_conv(zz, _kernel_t(kernel)), z)
+    return pullback(x)[0]
+
+
+@jax.custom_vjp
+def conv_transpose_vjp(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Transposed conv written as the input-VJP of a strided conv, with a hand-written VJP."""
+    return _transpose_via_vjp(x, kernel)
+
+
+def _vjp_fwd(x, kernel):
+    return _transpose_via_vjp(x, kernel), (x, kernel)
+
+
+def _vjp_bwd(res, dy):
+    x, kernel = res
+    kt = _kernel_t(kernel)
+    dx = _strided_conv(dy, kt)  # adjoint of the adjoint: the forward strided conv
+    # <dy, T(x, W)> = <x, S(dy, W^t)>: dW^t is the kernel-gradient of S at input dy, cotangent x
+    _, pull_k = jax.vjp(lambda k: _strided_conv(dy, k), kt)
+    dkt = pull_k(x)[0]
+    dkernel = jnp.flip(dkt.swapaxes(2, 3), (0, 1))
+    return dx, dkernel
+
+
+conv_transpose_vjp.defvjp(_vjp_fwd, _vjp_bwd)
+
+_IMPL_FNS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "phase": conv_transpose_phase,
+    "vjp": conv_transpose_vjp,
+    "lax": conv_transpose_lax,
+}
+
+
+def conv_transpose_4x4_s2(x: jax.Array, kernel: jax.Array, impl: str = "phase") -> jax.Array:
+    """Dispatch to one of `IMPLS`; all give the same result (see module docstring)."""
+    if impl not in _IMPL_FNS:
+        raise ValueError(f"conv_transpose impl '{impl}' is not one of {IMPLS}")
+    return _IMPL_FNS[impl](x, kernel)
+
+
+class ConvTranspose4x4S2(nn.Module):
+    """Drop-in 2× upsampling layer: 4×4 kernel, stride 2, (H, W) -> (2H, 2W).
+
+    Parameters are named like `nn.ConvTranspose` (`kernel` (4,4,Cin,Cout), `bias`), so checkpoints
+    do not depend on `impl`.
+    """
+
+    features: int
+    use_bias: bool = True
+    impl: str = "phase"
+    kernel_init: Callable = nn.initializers.normal(0.02)  # DCGAN init (Radford et al.)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        y = conv_transpose_4x4_s2(x, kernel.astype(x.dtype), self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+        return y
+
+
+conv_transpose_4x4_s2_jit = partial(jax.jit, static_argnames="impl")(conv_transpose_4x4_s2)

@@ -1,0 +1,1 @@
+"""Downstream tasks that consume real and synthetic images (e.g. the rare-tumour classifier)."""

@@ -1,0 +1,371 @@
+"""GAN training as an engine Task: DCGAN / conditional GAN (non-saturating loss) and WGAN-GP.
+
+One `GanTask` serves the three seed GANs; `config.model.loss` picks the objective:
+
+* ``"nonsaturating"`` (papers 000, 003): D minimises BCE with one-sided label smoothing (real
+  target `config.gan.real_label`, e.g. 0.9; fake target 0), G minimises -log D(G(z)). One D then
+  one G update per engine step, each on fresh noise.
+* ``"wgan_gp"`` (paper 004): the critic takes `n_critic` updates per engine step (a `lax.scan`),
+  each on its own 1/n_critic slice of the global batch, with the gradient penalty
+  λ·(‖∇D(x̂)‖ − 1)² on random interpolates; then one G update. So `batch_size` is the number of
+  real images consumed per engine step and the critic batch is batch_size / n_critic.
+
+DiffAugment (Zhao et al. 2020; colour, translation, cutout) is applied to every image D sees, real
+and fake, with gradients flowing through it to G: the fix for the 100-image regime.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxsynth.models.gan import Discriminator, Generator
+from jaxsynth.train.state import ModelState, TrainState
+
+DIFFAUG_POLICIES = ("color", "translation", "cutout")
+
+
+# ----------------------------------------------------------------------------- DiffAugment
+def _color(x: jax.Array, rng: jax.Array) -> jax.Array:
+    kb, ks, kc = jax.random.split(rng, 3)
+    b = x.shape[0]
+    x = x + (jax.random.uniform(kb, (b, 1, 1, 1)) - 0.5)  # brightness
+    mean = x.mean(axis=3, keepdims=True)
+    x = (x - mean) * (jax.random.uniform(ks, (b, 1, 1, 1)) * 2.0) + mean  # saturation
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) * (jax.random.uniform(kc, (b, 1, 1, 1)) + 0.5) + mean  # contrast
+
+
+def _translation(x: jax.Array, rng: jax.Array, ratio: float = 0.125) -> jax.Array:
+    b, h, w, _ = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    kh, kw = jax.random.split(rng)
+    dy = jax.random.randint(kh, (b,), -sh, sh + 1)
+    dx = jax.random.randint(kw, (b,), -sw, sw + 1)
+    padded = jnp.pad(x, ((0, 0), (sh, sh), (sw, sw), (0, 0)))
+
+    def shift(img, oy, ox):
+        return jax.lax.dynamic_slice(img, (sh - oy, sw - ox, 0), (h, w, img.shape[-1]))
+
+    return jax.vmap(shift)(padded, dy, dx)
+
+
+def _cutout(x: jax.Array, rng: jax.Array, ratio: float = 0.5) -> jax.Array:
+    b, h, w, _ = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ky, kx = jax.random.split(rng)
+    cy = jax.random.randint(ky, (b, 1, 1), 0, h + (1 - ch % 2))
+    cx = jax.random.randint(kx, (b, 1, 1), 0, w + (1 - cw % 2))
+    yy = jnp.arange(h)[None, :, None]
+    xx = jnp.arange(w)[None, None, :]
+    inside = (jnp.abs(yy - cy) < ch // 2 + ch % 2) & (jnp.abs(xx - cx) < cw // 2 + cw % 2)
+    return x * (1.0 - inside[..., None].astype(x.dtype))
+
+
+def diff_augment(x: jax.Array, rng: jax.Array, policy: tuple[str, ...]) -> jax.Array:
+    """Differentiable augmentation of a batch in [-1, 1]; `policy` ⊆ DIFFAUG_POLICIES."""
+    fns = {"color": _color, "translation": _translation, "cutout": _cutout}
+    for name, key in zip(policy, jax.random.split(rng, max(len(policy), 1)), strict=False):
+        x = fns[name](x, key)
+    return x
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    policy = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in policy if p not in DIFFAUG_POLICIES]
+    if bad:
+        raise ValueError(f"gan.diffaugment: unknown policy {bad} (use {DIFFAUG_POLICIES})")
+    return policy
+
+
+# ----------------------------------------------------------------------------- the task
+def make_optimizer(config: ml_collections.ConfigDict, which: str) -> optax.GradientTransformation:
+    """Adam(lr, β1, β2) or RMSprop(lr) from `config.optim` (`g_lr`/`d_lr`, `b1`, `b2`, `name`)."""
+    o = config.optim
+    lr = o.g_lr if which == "g" else o.d_lr
+    if o.name == "adam":
+        return optax.adam(lr, b1=o.b1, b2=o.b2)
+    if o.name == "rmsprop":
+        return optax.rmsprop(lr)
+    raise ValueError(f"optim.name='{o.name}': use adam | rmsprop")
+
+
+class GanTask:
+    """DCGAN / cGAN / WGAN-GP (see module docstring). Models hold "generator", "discriminator"."""
+
+    ema_name = "generator"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        m, g = config.model, config.gan
+        self.config = config
+        self.name = str(config.task)
+        self.loss = m.loss
+        if self.loss not in ("nonsaturating", "wgan_gp"):
+            raise ValueError(f"model.loss='{self.loss}': use nonsaturating | wgan_gp")
+        self.latent_dim = int(m.latent_dim)
+        self.num_classes = int(m.num_classes)
+        self.conditional = self.num_classes > 0
+        self.generator = Generator(
+            image_size=config.image_size,
+            latent_dim=self.latent_dim,
+            num_classes=self.num_classes,
+            base_width=m.g_base_width,
+            max_width=m.g_max_width,
+            activation=m.g_activation,
+            norm=m.g_norm,
+            upsample_impl=m.upsample_impl,
+        )
+        self.discriminator = Discriminator(
+            image_size=config.image_size,
+            num_classes=self.num_classes,
+            base_width=m.d_base_width,
+            max_width=m.d_max_width,
+            norm=m.d_norm,
+            dropout=m.d_dropout,
+        )
+        self.policy = parse_policy(g.diffaugment)
+        self.real_label = float(g.real_label)
+        self.n_critic = int(g.n_critic) if self.loss == "wgan_gp" else 1
+        self.gp_weight = float(g.gp_weight)
+        self.ema_decay = float(g.ema_decay)
+        if config.batch_size % self.n_critic:
+            raise ValueError(
+                f"batch_size={config.batch_size} must divide by n_critic={self.n_critic}"
+            )
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _labels(self, rng: jax.Array, n: int) -> jax.Array | None:
+        if not self.conditional:
+            return None
+        return jax.random.randint(rng, (n,), 0, self.num_classes)
+
+    def _aug(self, x: jax.Array, rng: jax.Array) -> jax.Array:
+        return diff_augment(x, rng, self.policy) if self.policy else x
+
+    def _generate(self, g: ModelState, params, z, labels, train: bool):
+        variables = {"params": params, **({"batch_stats": g.batch_stats} if g.batch_stats else {})}
+        if train and g.batch_stats:
+            out, new = self.generator.apply(
+                variables, z, labels, train=True, mutable=["batch_stats"]
+            )
+            return out, new["batch_stats"]
+        return self.generator.apply(variables, z, labels, train=train), g.batch_stats
+
+    def _critic(self, params, x, labels, rng):
+        return self.discriminator.apply(
+            {"params": params}, x, labels, train=True, rngs={"dropout": rng}
+        )
+
+    # -- Task interface ----------------------------------------------------------------------
+    def init(self, rng: jax.Array, sample_batch: dict) -> TrainState:
+        kg, kd, kstate = jax.random.split(rng, 3)
+        n = min(2, sample_batch["image"].shape[0])
+        z = jnp.zeros((n, self.latent_dim), jnp.float32)
+        labels = jnp.zeros((n,), jnp.int32) if self.conditional else None
+        g_vars = self.generator.init(kg, z, labels, train=False)
+        d_vars = self.discriminator.init(kd, sample_batch["image"][:n], labels, train=False)
+        g = ModelState.create(
+            g_vars["params"],
+            make_optimizer(self.config, "g"),
+            batch_stats=g_vars.get("batch_stats"),
+            ema_decay=self.ema_decay,
+        )
+        d = ModelState.create(d_vars["params"], make_optimizer(self.config, "d"), ema_decay=0.0)
+        return TrainState.create(kstate, {"generator": g, "discriminator": d})
+
+    def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        if self.loss == "wgan_gp":
+            return self._wgan_step(state, batch, rng)
+        return self._ns_step(state, batch, rng)
+
+    def sample(self, state: TrainState, rng: jax.Array, n: int, labels=None) -> jax.Array:
+        kz, kl = jax.random.split(rng)
+        z = jax.random.normal(kz, (n, self.latent_dim))
+        if self.conditional and labels is None:
+            labels = self._labels(kl, n)
+        g = state["generator"]
+        return self.generator.apply(
+            g.ema_variables, z, labels if self.conditional else None, train=False
+        )
+
+    # -- non-saturating (DCGAN / cGAN) ----------------------------------------------------
+    def _ns_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        g, d = state["generator"], state["discriminator"]
+        real = batch["image"]
+        real_labels = batch["label"] if self.conditional else None
+        b = real.shape[0]
+        k = jax.random.split(rng, 8)
+        z_d = jax.random.normal(k[0], (b, self.latent_dim))
+        fake_labels_d = self._labels(k[1], b)
+        fake, g_stats = self._generate(g, g.params, z_d, fake_labels_d, train=True)
+        fake = jax.lax.stop_gradient(fake)
+
+        def d_loss_fn(d_params):
+            lr_ = self._critic(d_params, self._aug(real, k[2]), real_labels, k[3])
+            lf = self._critic(d_params, self._aug(fake, k[4]), fake_labels_d, k[3])
+            loss_real = optax.sigmoid_binary_cross_entropy(lr_, self.real_label).mean()
+            loss_fake = optax.sigmoid_binary_cross_entropy(lf, 0.0).mean()
+            return loss_real + loss_fake, (lr_.mean(), lf.mean())
+
+        (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
+        d = d.apply_gradients(d_grads)
+        g = g.replace(batch_stats=g_stats)
+
+        z_g = jax.random.normal(k[5], (b, self.latent_dim))
+        fake_labels_g = self._labels(k[6], b)
+
+        def g_loss_fn(g_params):
+            x, stats = self._generate(g, g_params, z_g, fake_labels_g, train=True)
+            logits = self._critic(d.params, self._aug(x, k[7]), fake_labels_g, k[3])
+            return optax.sigmoid_binary_cross_entropy(logits, 1.0).mean(), stats
+
+        (g_loss, g_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g.params)
+        g = g.apply_gradients(g_grads, batch_stats=g_stats)
+        metrics = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real_logit": d_real,
+            "d_fake_logit": d_fake,
+            "d_grad_norm": optax.global_norm(d_grads),
+            "g_grad_norm": optax.global_norm(g_grads),
+        }
+        return state.replace(models={"generator": g, "discriminator": d}), metrics
+
+    # -- WGAN-GP ------------------------------------------------------------------------------
+    def _wgan_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        g, d = state["generator"], state["discriminator"]
+        nc = self.n_critic
+        real_all = batch["image"]
+        labels_all = batch["label"]
+        cb = real_all.shape[0] // nc
+        # slice i = rows i, i+nc, ...: keeps the leading (sharded) axis intact, no resharding
+        reals = real_all.reshape(cb, nc, *real_all.shape[1:]).swapaxes(0, 1)
+        labels = labels_all.reshape(cb, nc).swapaxes(0, 1)
+        k_critic, k_g = jax.random.split(rng)
+
+        def critic_update(carry, xs):
+            d, g_stats = carry
+            real, real_labels, key = xs
+            real_labels = real_labels if self.conditional else None
+            k = jax.random.split(key, 6)
+            z = jax.random.normal(k[0], (cb, self.latent_dim))
+            fake_labels = self._labels(k[1], cb)
+            fake, g_stats = self._generate(
+                g.replace(batch_stats=g_stats), g.params, z, fake_labels, train=True
+            )
+            fake = jax.lax.stop_gradient(fake)
+            eps = jax.random.uniform(k[2], (cb, 1, 1, 1))
+            # interpolate between real and fake of the same (real) labels for the penalty
+            x_hat = eps * real + (1.0 - eps) * fake
+
+            def loss_fn(d_params):
+                s_real = self._critic(d_params, self._aug(real, k[3]), real_labels, k[4]).mean()
+                s_fake = self._critic(d_params, self._aug(fake, k[5]), fake_labels, k[4]).mean()
+
+                def critic_sum(x):
+                    return self._critic(d_params, x, real_labels, k[4]).sum()
+
+                grads_x = jax.grad(critic_sum)(x_hat)
+                norms = jnp.sqrt(jnp.sum(grads_x**2, axis=(1, 2, 3)) + 1e-12)
+                gp = jnp.mean((norms - 1.0) ** 2)
+                return s_fake - s_real + self.gp_weight * gp, (s_real - s_fake, gp)
+
+            (loss, (w_dist, gp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
+            d = d.apply_gradients(grads)
+            return (d, g_stats), (loss, w_dist, gp, optax.global_norm(grads))
+
+        keys = jax.random.split(k_critic, nc)
+        (d, g_stats), (d_losses, w_dists, gps, d_norms) = jax.lax.scan(
+            critic_update, (d, g.batch_stats), (reals, labels, keys)
+        )
+        g = g.replace(batch_stats=g_stats)
+        kz, kl, ka, kdrop = jax.random.split(k_g, 4)
+        z = jax.random.normal(kz, (cb, self.latent_dim))
+        fake_labels = self._labels(kl, cb)
+
+        def g_loss_fn(g_params):
+            x, stats = self._generate(g, g_params, z, fake_labels, train=True)
+            return -self._critic(d.params, self._aug(x, ka), fake_labels, kdrop).mean(), stats
+
+        (g_loss, g_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g.params)
+        g = g.apply_gradients(g_grads, batch_stats=g_stats)
+        metrics = {
+            "d_loss": d_losses.mean(),
+            "g_loss": g_loss,
+            "wasserstein": w_dists.mean(),
+            "gradient_penalty": gps.mean(),
+            "d_grad_norm": d_norms.max(),
+            "g_grad_norm": optax.global_norm(g_grads),
+        }
+        return state.replace(models={"generator": g, "discriminator": d}), metrics
+
+
+def make_task(config: ml_collections.ConfigDict) -> GanTask:
+    """Factory named by `config.task` (dcgan | cgan | wgan_gp)."""
+    return GanTask(config)
+
+
+def base_gan_config() -> ml_collections.ConfigDict:
+    """Keys every GAN config has (configs/dcgan.py, cgan.py, wgan_gp.py start from this)."""
+    from jaxsynth.config import base_config
+    from jaxsynth.train.defaults import engine_config
+
+    c = base_config()
+    c.task = "dcgan"
+    c.data.classes = ("normal", "tumour")
+    c.data.train_classes = ("tumour",)  # which classes the generator trains on
+    c.data.split = ml_collections.ConfigDict()
+    c.data.split.test = {"normal": 100, "tumour": 10}
+    c.data.split.val = {"normal": 100, "tumour": 10}
+    c.data.split.train = {"normal": 1000, "tumour": 100}
+    c.data.augment = "none"
+    c.model = ml_collections.ConfigDict()
+    c.model.loss = "nonsaturating"
+    c.model.latent_dim = 100
+    c.model.num_classes = 0  # > 0: conditional G and projection D
+    c.model.g_base_width = 64
+    c.model.g_max_width = 512
+    c.model.g_activation = "relu"
+    c.model.g_norm = "batch"
+    c.model.upsample_impl = "phase"  # phase | vjp | lax (see models/layers.py)
+    c.model.d_base_width = 64
+    c.model.d_max_width = 512
+    c.model.d_norm = "none"
+    c.model.d_dropout = 0.3
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"
+    c.optim.g_lr = 2e-4
+    c.optim.d_lr = 2e-4
+    c.optim.b1 = 0.5
+    c.optim.b2 = 0.999
+    c.gan = ml_collections.ConfigDict()
+    c.gan.real_label = 0.9  # one-sided label smoothing (1.0 = off)
+    c.gan.n_critic = 5
+    c.gan.gp_weight = 10.0
+    c.gan.diffaugment = ""  # e.g. "color,translation,cutout"
+    c.gan.ema_decay = 0.999
+    c.train = engine_config()
+    return c
+
+
+def smoke_overrides(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink a GAN config to something that trains in seconds on a CPU."""
+    c.image_size = 16
+    c.batch_size = 8
+    c.num_steps = 6
+    c.checkpoint_every = 3
+    c.model.g_base_width = 8
+    c.model.g_max_width = 16
+    c.model.d_base_width = 8
+    c.model.d_max_width = 16
+    c.data.split.test = {"normal": 4, "tumour": 4}
+    c.data.split.val = {"normal": 4, "tumour": 4}
+    c.data.split.train = {"normal": 16, "tumour": 16}
+    c.train.log_every = 2
+    c.train.sample_every = 3
+    c.train.sample_grid = 4
+    c.train.ssim_every = 3
+    c.train.ssim_samples = 8
+    return c

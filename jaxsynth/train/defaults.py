@@ -1,0 +1,32 @@
+"""Engine settings (`config.train.*`) with their defaults, shared by every model's config.
+
+A config may omit `train` entirely or set only some keys; `engine_settings(config)` fills the rest.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def engine_config() -> ml_collections.ConfigDict:
+    """Defaults for `config.train`; configs call this and change what they need."""
+    t = ml_collections.ConfigDict()
+    t.log_every = 50  # steps between console/TensorBoard scalars
+    t.steps_per_dispatch = 1  # K optimiser steps per jit call (lax.scan); 1 = plain step
+    t.keep_checkpoints = 3  # keep-N in the Orbax manager
+    t.sample_every = 500  # steps between sample-grid PNGs (0 = never); needs task.sample
+    t.sample_grid = 16  # images in a sample grid
+    t.ssim_every = 500  # steps between SSIM-to-real evaluations (0 = never)
+    t.ssim_samples = 64  # generated images per SSIM evaluation
+    t.data_workers = 0  # Grain worker processes
+    t.debug_nan_at_step = -1  # test knob: poison the batch at this step to exercise the guard
+    return t
+
+
+def engine_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.train` with every missing key filled from `engine_config()`."""
+    out = engine_config()
+    if "train" in config:
+        for k, v in config.train.items():
+            out[k] = v
+    return out
