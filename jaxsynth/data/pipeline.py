@@ -1,6 +1,6 @@
 """Grain input pipelines: seeded shuffling, per-process sharding, [-1, 1] scaling, flips/rot90.
 
-Why Grain: its sampler makes the record order a pure function of (seed, step), so the iterator
+Why Grain: its dataset API makes the record order a pure function of (seed, step), so the iterator
 state is a few integers that Orbax saves next to the model; a resumed run sees exactly the batches
 an uninterrupted run would have seen. Each host reads only its own shard of every global batch
 (`ShardByJaxProcess`), and `to_global` stitches the per-host pieces into one `jax.Array` sharded
@@ -62,12 +62,15 @@ class ArraySource:
 
 @dataclasses.dataclass(frozen=True)
 class ToModelInput(grain.transforms.Map):
-    """uint8 image -> float32 in [-1, 1]; uint8 mask -> float32 {0, 1} with a channel axis."""
+    """uint8 image -> float32 in [-1, 1]; uint8 mask -> float32 {0, 1} + channel axis.
+
+    Works on single records and on whole batches alike.
+    """
 
     def map(self, record: dict) -> dict:
         out = {
             "image": record["image"].astype(np.float32) / 127.5 - 1.0,
-            "label": np.int32(record["label"]),
+            "label": np.asarray(record["label"], np.int32),
         }
         if "mask" in record:
             out["mask"] = (record["mask"] > 0).astype(np.float32)[..., None]
@@ -79,7 +82,8 @@ class RandomDihedral(grain.transforms.RandomMap):
     """Random horizontal flip, and optionally a random multiple of 90° rotation.
 
     Histology has no canonical orientation, so these are label-preserving. The same transform is
-    applied to the image and its mask. Grain seeds `rng` per record from the loader seed.
+    applied to the image and its mask. Grain seeds `rng` per record from the
+    loader seed and the record position, so a resumed run re-draws the same flips.
     """
 
     rot90: bool = False
@@ -115,6 +119,26 @@ def local_batch_size(global_batch_size: int) -> int:
     return global_batch_size // count
 
 
+class Loader:
+    """An iterable over batches whose iterators save and restore their position exactly.
+
+    `iter(loader)` returns a Grain `DatasetIterator`: `get_state()` gives a small JSON-able dict
+    that Orbax stores with the model, and `set_state(state)` on a fresh iterator of an identical
+    loader continues with exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset: grain.IterDataset, num_records: int, batch_size: int):
+        self._dataset = dataset
+        self.num_records = num_records  # records in this process's shard
+        self.batch_size = batch_size  # this process's share of the global batch
+
+    def __iter__(self):
+        return iter(self._dataset)
+
+    def __repr__(self) -> str:
+        return f"Loader(records={self.num_records}, local_batch={self.batch_size})"
+
+
 def make_loader(
     arrays: Mapping[str, np.ndarray],
     *,
@@ -125,11 +149,14 @@ def make_loader(
     num_epochs: int | None = None,
     worker_count: int = 0,
     drop_remainder: bool = True,
-) -> grain.DataLoader:
-    """A Grain DataLoader yielding this process's share of each global batch.
+) -> Loader:
+    """A Grain pipeline yielding this process's share of each global batch.
 
     Batches are dicts: `image` float32 [-1, 1] (B, H, W, 3), `label` int32 (B,), and `mask`
     float32 {0, 1} (B, H, W, 1) when `arrays` has one. `num_epochs=None` repeats forever.
+    Each process reads a disjoint, strided shard of the records (`jax.process_index()`), so
+    multi-host runs never duplicate an image within a global batch. Scaling runs on whole
+    batches (vectorised); only the random flips/rotations are per record.
     """
     if augment not in AUGMENTATIONS:
         raise UserError(f"data.augment='{augment}' is not one of {', '.join(AUGMENTATIONS)}")
@@ -137,28 +164,26 @@ def make_loader(
     if len(source) == 0:
         raise UserError("pipeline got an empty dataset")
     batch = local_batch_size(global_batch_size)
-    shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    per_shard = len(source) // shard.shard_count
-    if drop_remainder and per_shard < batch:
+    index, count = jax.process_index(), jax.process_count()
+    ds = grain.MapDataset.source(source)
+    if count > 1:
+        ds = ds[index::count]
+    if drop_remainder and len(ds) < batch:
         raise UserError(
             f"batch_size={global_batch_size} is larger than the {len(source)} training images"
         )
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=shard,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        seed=seed,
-    )
-    ops: list = []
+    num_records = len(ds)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
     if augment != "none":
-        ops.append(RandomDihedral(rot90=augment == "flip_rot90"))
-    ops += [ToModelInput(), grain.transforms.Batch(batch_size=batch, drop_remainder=drop_remainder)]
+        ds = ds.random_map(RandomDihedral(rot90=augment == "flip_rot90"), seed=seed + 1)
+    ds = ds.batch(batch, drop_remainder=drop_remainder).map(ToModelInput())
+    it_ds = ds.to_iter_dataset()
     if worker_count > 0:
         _ensure_absl_flags_parsed()
-    return grain.DataLoader(
-        data_source=source, sampler=sampler, operations=ops, worker_count=worker_count
-    )
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return Loader(it_ds, num_records, batch)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
