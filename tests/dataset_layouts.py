@@ -148,7 +148,7 @@ def salt_folder(class_dir: Path, *, size: int = 24, seed: int = 1) -> tuple[dict
     rgba_transparent[0, 0, 3] = 0
     Image.fromarray(rgba_transparent, "RGBA").save(class_dir / "transparent.png")
     bad["transparent.png"] = "has transparency"
-    tifffile.imwrite(class_dir / "float.tif", rgb.astype(np.float32) / 255)
+    tifffile.imwrite(class_dir / "float.tif", rgb.astype(np.float32) / 255, photometric="rgb")
     bad["float.tif"] = "unsupported: floating-point pixels"
     Image.fromarray(rgb).convert("CMYK").save(class_dir / "cmyk.jpg")
     bad["cmyk.jpg"] = "unsupported: CMYK colour space"
@@ -160,7 +160,7 @@ def salt_folder(class_dir: Path, *, size: int = 24, seed: int = 1) -> tuple[dict
     converted["opaque_rgba.png"] = (rgb, ["RGBA (opaque) -> RGB"])
     # low bytes are noise: the high-byte rule must return exactly `rgb`
     wide = rgb.astype(np.uint16) * 256 + rng.integers(0, 256, rgb.shape).astype(np.uint16)
-    tifffile.imwrite(class_dir / "rgb16.tif", wide)
+    tifffile.imwrite(class_dir / "rgb16.tif", wide, photometric="rgb")
     converted["rgb16.tif"] = (rgb, ["16-bit -> 8-bit (high byte)"])
     gray16 = gray.astype(np.uint16) * 257
     tifffile.imwrite(class_dir / "gray16.tif", gray16)
