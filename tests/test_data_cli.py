@@ -54,6 +54,8 @@ def test_inspect_salted_folder_reports_everything(tmp_path, capsys):
     assert summary["skipped_by_reason"]["truncated or corrupt PNG data"] == 2
     assert {d["item"] for d in summary["converted_items"]} == {f"TUM/{k}" for k in converted}
     assert summary["converted_by_what"]["16-bit -> 8-bit (high byte)"] == 2
+    assert summary["converted_files"] == len(converted)
+    assert summary["converted"] == sum(len(w) for _, w in converted.values())
     assert "scan folder:" in err  # progress goes to stderr, not into the JSON
 
 

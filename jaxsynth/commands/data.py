@@ -118,7 +118,8 @@ def inspect_summary(source, *, limit: int | None = None, progress: bool = True) 
             "skipped": report_summary["skipped"],
             "skipped_by_reason": report_summary["skipped_by_reason"],
             "skipped_items": report_summary["skipped_items"],
-            "converted": report_summary["converted"],
+            "converted": report_summary["converted"],  # conversions (a file may have two)
+            "converted_files": len({item for item, _ in report.converted}),
             "converted_by_what": dict(collections.Counter(w for _, w in report.converted)),
             "converted_items": report_summary["converted_items"],
         }
