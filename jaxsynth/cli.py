@@ -17,6 +17,8 @@ from jaxsynth.errors import UserError
 # Command modules, in the order they appear in `jaxsynth --help`.
 COMMAND_MODULES = [
     "jaxsynth.commands.data",
+    "jaxsynth.commands.train",
+    "jaxsynth.commands.sample",
 ]
 
 

@@ -1,0 +1,75 @@
+"""`jaxsynth train --config configs/<x>.py[:variant] --workdir W [--config.k=v ...]`.
+
+Builds (or loads) the study split in W, trains ONLY on the training split's
+`config.data.train_classes` (checked against the held-out val/test images), and runs the engine.
+A W that already holds checkpoints resumes; `--config` may then be omitted (W/config.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import ml_collections
+
+from jaxsynth.config import apply_overrides, load_config
+from jaxsynth.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model (GAN, DDPM, classifier) with the one engine; resumes"
+    )
+    p.add_argument("--config", help="config file, e.g. configs/dcgan.py:smoke")
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs, samples)")
+    p.set_defaults(func=run, takes_config=True)
+
+
+def resolve_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+    """--config (+ overrides), or the config saved in a workdir being resumed."""
+    overrides = getattr(args, "config_overrides", [])
+    if args.config:
+        return load_config(args.config, overrides)
+    saved = Path(args.workdir) / "config.json"
+    if not saved.is_file():
+        raise UserError(f"--config is required: {args.workdir} holds no config.json to resume")
+    config = ml_collections.ConfigDict(json.loads(saved.read_text()))
+    apply_overrides(config, overrides)
+    return config
+
+
+def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
+    """The generator's training arrays: train split, `data.train_classes` only, leak-checked."""
+    from jaxsynth.data.split import assert_no_leakage, load_or_build_split
+    from jaxsynth.train.loop import TrainData
+
+    split = load_or_build_split(config, workdir)
+    wanted = tuple(config.data.get("train_classes", split.class_names))
+    labels = [split.label_of(c) for c in wanted]
+    train = split.train.of_classes(labels)
+    if len(train) == 0:
+        raise UserError(f"data.train_classes={wanted}: no training images of those classes")
+    assert_no_leakage(split, train.images, f"the {config.get('task', 'model')} model")
+    num_classes = int(config.get("model", {}).get("num_classes", 0) or 0)
+    if num_classes and num_classes < len(split.class_names):
+        raise UserError(
+            f"model.num_classes={num_classes} but the split has {len(split.class_names)} classes "
+            f"({', '.join(split.class_names)})"
+        )
+    return TrainData(
+        arrays=train.arrays(), real_images=train.images, class_names=tuple(split.class_names)
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsynth import xla_flags
+
+    xla_flags.apply()
+    from jaxsynth.train.loop import train
+
+    config = resolve_config(args)
+    data = training_data(config, args.workdir)
+    result = train(config, args.workdir, data)
+    print(f"done: step {result.step}, workdir {Path(args.workdir).resolve()}")
+    return 0

@@ -1,0 +1,338 @@
+"""The one training loop. Every model (GANs, DDPM, classifiers) runs through `train()`.
+
+What the engine does around a `Task` (see `jaxsynth.train.task` for the contract):
+
+* compiles `train_step` once with `jax.jit` over a 1-D "data" mesh: batch sharded on "data",
+  state replicated, the state buffer donated; `config.train.steps_per_dispatch = K > 1` runs K
+  steps per call with `lax.scan` over K stacked batches (fewer dispatches for small models);
+* derives each step's key as `fold_in(state.rng, state.step)`, so randomness depends only on the
+  step number: this, the saved Grain iterator position and the saved optimiser state make a
+  resumed run bitwise identical to an uninterrupted one on CPU;
+* checks every metric of every step for NaN/Inf and stops with one line naming the step and the
+  loss, before anything non-finite can be checkpointed (the last good checkpoint stays intact);
+* saves checkpoints every `checkpoint_every` steps, on SIGTERM/SIGINT, and at the end; resumes
+  from `<workdir>/checkpoints` when it holds one;
+* logs averaged metrics (clu) to TensorBoard event files (`<workdir>/tb`), `metrics.jsonl` and the
+  console (step, losses, steps/s, ETA); writes sample grids to `<workdir>/samples/` and the
+  SSIM-to-real curve (paper 000) and the loss curves as PNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxsynth.config import config_hash, config_to_dict
+from jaxsynth.data.pipeline import make_loader, to_global
+from jaxsynth.errors import UserError
+from jaxsynth.train import visuals
+from jaxsynth.train.checkpoint import RunCheckpointer
+from jaxsynth.train.defaults import engine_settings
+from jaxsynth.train.mesh import (
+    batch_sharding,
+    global_batch,
+    make_mesh,
+    maybe_initialize_distributed,
+    replicated,
+)
+from jaxsynth.train.metrics import ConsoleWriter, MetricAverager, MultiWriter, TensorBoardWriter
+from jaxsynth.train.progress import Progress
+from jaxsynth.train.state import TrainState
+from jaxsynth.train.task import Task, build_task, has_sampler
+
+SAMPLE_GRID_SEED = 20_240_917  # fixed key for the periodic grids: the same z every time
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or gradient norm; the run stopped without saving the bad state."""
+
+
+@dataclasses.dataclass
+class TrainData:
+    """What a run trains on.
+
+    arrays: the dict `make_loader` takes (uint8 images (N,H,W,3), int labels (N,), ...), ONLY
+      training-split images of the classes this model may see.
+    real_images: uint8 real images for the SSIM-to-real curve (None: no curve).
+    class_names: label i is class_names[i] (for conditional sampling and sidecars).
+    """
+
+    arrays: dict[str, np.ndarray]
+    real_images: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    step: int
+    interrupted: bool
+    resumed_from: int | None
+    workdir: Path
+
+
+def _crossed(prev: int, now: int, every: int) -> bool:
+    return every > 0 and now // every > prev // every
+
+
+def _sample_batch(arrays: dict[str, np.ndarray], global_batch_size: int) -> dict[str, np.ndarray]:
+    """A zero batch with the loader's global shapes/dtypes (what `Task.init` gets)."""
+    h, w = arrays["image"].shape[1:3]
+    out = {
+        "image": np.zeros((global_batch_size, h, w, 3), np.float32),
+        "label": np.zeros((global_batch_size,), np.int32),
+    }
+    if "mask" in arrays:
+        out["mask"] = np.zeros((global_batch_size, h, w, 1), np.float32)
+    return out
+
+
+def _first_nonfinite(metrics: dict[str, np.ndarray], k: int) -> tuple[int, str, float] | None:
+    """(index within the dispatch, metric name, value) of the first non-finite metric."""
+    for i in range(k):
+        for name in sorted(metrics, key=lambda n: (0 if "loss" in n else 1, n)):
+            v = float(np.asarray(metrics[name]).reshape(-1)[i] if k > 1 else metrics[name])
+            if not np.isfinite(v):
+                return i, name, v
+    return None
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints and exits at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_curves(workdir: Path, records: list[dict]) -> None:
+    """loss_curves.png and ssim_curve.png from metrics.jsonl (latest value per step wins)."""
+    by_step: dict[tuple[str, int], float] = {}
+    for r in records:
+        for k, v in r.items():
+            if k != "step":
+                by_step[(k, int(r["step"]))] = float(v)
+    losses: dict[str, list] = {}
+    ssim: dict[str, list] = {}
+    for (k, s), v in sorted(by_step.items(), key=lambda kv: kv[0][1]):
+        if "loss" in k:
+            losses.setdefault(k, []).append((s, v))
+        elif k.startswith("ssim"):
+            ssim.setdefault(k, []).append((s, v))
+    if losses:
+        visuals.plot_curves(losses, workdir / "loss_curves.png", "training losses", "loss")
+    if ssim:
+        visuals.plot_curves(ssim, workdir / "ssim_curve.png", "SSIM of samples to real", "SSIM")
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    data: TrainData,
+    *,
+    task: Task | None = None,
+    stream=None,
+) -> TrainResult:
+    """Train `config.task` on `data` for `config.num_steps` steps in `workdir` (resuming)."""
+    maybe_initialize_distributed()
+    out = stream or sys.stdout
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = engine_settings(config)
+    task = task if task is not None else build_task(config)
+    mesh = make_mesh()
+    rep = replicated(mesh)
+    n_dev = mesh.devices.size
+    if config.batch_size % n_dev:
+        raise UserError(f"batch_size={config.batch_size} is not divisible by {n_dev} devices")
+    k_steps = max(1, int(settings.steps_per_dispatch))
+    is_main = jax.process_index() == 0
+    cfg_dict = config_to_dict(config)
+
+    loader = make_loader(
+        data.arrays,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        augment=config.data.get("augment", "none"),
+        worker_count=int(settings.data_workers),
+    )
+    data_iter = iter(loader)
+    sample_batch = _sample_batch(data.arrays, config.batch_size)
+    base_rng = jax.random.PRNGKey(config.seed)
+
+    ckpt = RunCheckpointer(workdir, keep=settings.keep_checkpoints)
+    resumed_from = ckpt.latest_step()
+    if resumed_from is not None:
+        abstract = jax.eval_shape(task.init, base_rng, sample_batch)
+        abstract = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract
+        )
+        state, data_iter = ckpt.restore(abstract, data_iter)
+        saved_cfg = ckpt.restore_config()
+        note = "" if config_hash(saved_cfg) == config_hash(cfg_dict) else " (config changed)"
+        print(f"resuming from step {resumed_from} in {ckpt.directory}{note}", file=out, flush=True)
+    else:
+        state = jax.jit(task.init, out_shardings=rep)(base_rng, sample_batch)
+        ckpt.save(state, data_iter, cfg_dict)  # step 0: there is always a last good checkpoint
+    if is_main:
+        (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
+
+    def one_step(st: TrainState, batch: dict):
+        rng = jax.random.fold_in(st.rng, st.step)
+        new, metrics = task.train_step(st, batch, rng)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return new.replace(step=st.step + 1), metrics
+
+    step_single = jax.jit(
+        one_step,
+        in_shardings=(rep, batch_sharding(mesh)),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    step_multi = jax.jit(
+        lambda st, batches: jax.lax.scan(one_step, st, batches),
+        in_shardings=(rep, batch_sharding(mesh, 1)),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+
+    writer = MultiWriter([TensorBoardWriter(workdir / "tb"), ConsoleWriter(out)] if is_main else [])
+    metrics_path = workdir / "metrics.jsonl"
+    averager = MetricAverager()
+    step = int(jax.device_get(state.step))
+    progress = Progress(config.num_steps, step, config.batch_size, stream=out)
+    sampler = _make_sampler(task, settings, data, config) if has_sampler(task) else None
+    interrupted = False
+
+    with _StopFlag() as stop:
+        while step < config.num_steps:
+            k = k_steps if config.num_steps - step >= k_steps else 1
+            local = [next(data_iter) for _ in range(k)]
+            poison = int(settings.debug_nan_at_step)
+            if step <= poison < step + k:
+                local[poison - step] = dict(local[poison - step])
+                local[poison - step]["image"] = np.full_like(local[poison - step]["image"], np.nan)
+            if k == 1:
+                state, metrics = step_single(state, to_global(local[0], mesh))
+            else:
+                stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
+                state, metrics = step_multi(state, global_batch(stacked, mesh, 1))
+            metrics = jax.device_get(metrics)
+            bad = _first_nonfinite(metrics, k)
+            if bad is not None:
+                i, name, value = bad
+                last = ckpt.latest_step()
+                writer.flush()
+                ckpt.close()
+                raise TrainingDiverged(
+                    f"training diverged at step {step + i}: {name}={value} is not finite; "
+                    f"stopped, last good checkpoint is step {last} in {ckpt.directory}"
+                )
+            prev, step = step, step + k
+            averager.update(metrics)
+            if _crossed(prev, step, settings.log_every) or step == config.num_steps:
+                scalars = averager.compute_and_reset()
+                writer.write_scalars(step, scalars)
+                progress.report(step, scalars)
+                if is_main:
+                    _append_jsonl(metrics_path, {"step": step, **scalars})
+            if sampler is not None and (
+                _crossed(prev, step, settings.sample_every)
+                or _crossed(prev, step, settings.ssim_every)
+                or step == config.num_steps
+            ):
+                sampler(state, step, prev, writer, metrics_path, is_main)
+            if _crossed(prev, step, config.checkpoint_every):
+                ckpt.save(state, data_iter, cfg_dict)
+            if stop.signum is not None:
+                interrupted = True
+                ckpt.save(state, data_iter, cfg_dict)
+                print(
+                    f"stopped by signal {stop.signum} at step {step}; checkpoint saved in "
+                    f"{ckpt.directory}; run the same command to resume",
+                    file=out,
+                    flush=True,
+                )
+                break
+    ckpt.save(state, data_iter, cfg_dict)
+    ckpt.close()
+    writer.flush()
+    writer.close()
+    if is_main:
+        _write_curves(workdir, _read_jsonl(metrics_path))
+    return TrainResult(state, step, interrupted, resumed_from, workdir)
+
+
+def _make_sampler(task: Task, settings, data: TrainData, config):
+    """Periodic sample grid + SSIM-to-real (paper 000) as a closure over jitted sampling."""
+    conditional = bool(getattr(task, "conditional", False))
+    num_classes = max(1, len(data.class_names))
+    key = jax.random.PRNGKey(SAMPLE_GRID_SEED)
+    jitted: dict[int, Any] = {}
+
+    def draw(state, n: int, rng) -> np.ndarray:
+        labels = jnp.arange(n, dtype=jnp.int32) % num_classes if conditional else None
+        if n not in jitted:
+            jitted[n] = jax.jit(lambda st, r, lb: task.sample(st, r, n, lb))
+        return np.asarray(jax.device_get(jitted[n](state, rng, labels)))
+
+    real = data.real_images
+
+    def run(state, step, prev, writer, metrics_path: Path, is_main: bool) -> None:
+        final = step == config.num_steps
+        if _crossed(prev, step, settings.sample_every) or final:
+            imgs = visuals.to_uint8(draw(state, int(settings.sample_grid), key))
+            grid = visuals.make_grid(imgs)
+            if is_main:
+                visuals.save_png(grid, metrics_path.parent / "samples" / f"step_{step:07d}.png")
+            writer.write_images(step, {"samples": grid[None]})
+        if real is not None and (_crossed(prev, step, settings.ssim_every) or final):
+            try:
+                from jaxsynth.eval.image_metrics import ssim_to_set
+            except ImportError:  # the eval module is optional for the engine
+                return
+            fake = visuals.to_uint8(
+                draw(state, int(settings.ssim_samples), jax.random.fold_in(key, 1))
+            )
+            value = ssim_to_set(fake, real[:128])["mean"]
+            writer.write_scalars(step, {"ssim_to_real": value})
+            if is_main:
+                _append_jsonl(metrics_path, {"step": step, "ssim_to_real": value})
+
+    return run
