@@ -126,8 +126,32 @@ def test_class_subset_on_pcam_relabels(tmp_path):
         rec = src.load(i)
         assert rec.label == 0 and rec.id == f"pcam/train/{row:06d}"
         np.testing.assert_array_equal(rec.image, x[row])
+        assert src.split_of(i) == "train"
     with pytest.raises(UserError, match="no class 'TUM'"):
         open_source(f"pcam_h5:{tmp_path}", {"classes": ["TUM"]})
+
+
+def test_every_source_pickles_for_grain_workers(tmp_path):
+    """Grain spawns workers: a source must survive pickling and read the same pixels after."""
+    write_pcam_h5(tmp_path / "pcam", {"train": 4})
+    write_kaggle_pcam(tmp_path / "kaggle", n=8)
+    write_folder(tmp_path / "nct", {"NORM": 2, "TUM": 2}, size=8)
+    mod = _load_script("make_arrayrecord")
+    mod.make_arrayrecord(open_source(f"folder:{tmp_path / 'nct'}"), tmp_path / "ar", progress=False)
+    sources = [
+        open_source(f"pcam_h5:{tmp_path / 'pcam'}", {"classes": ["tumour", "normal"]}),
+        open_source(f"kaggle_pcam:{tmp_path / 'kaggle'}", {"classes": ["tumour:t", "normal:n"]}),
+        open_source(f"folder:{tmp_path / 'nct'}", {"classes": "TUM:tumour"}),
+        open_source(f"arrayrecord:{tmp_path / 'ar'}"),
+    ]
+    for src in sources:
+        src.load(0)  # open file handles first: they must not be pickled
+        copy = pickle.loads(pickle.dumps(src))
+        assert len(copy) == len(src) and copy.class_names == src.class_names
+        for i in range(len(src)):
+            a, b = src.load(i), copy.load(i)
+            assert (a.id, a.label) == (b.id, b.label)
+            np.testing.assert_array_equal(a.image, b.image)
 
 
 def _fake_tfds(records_by_split):

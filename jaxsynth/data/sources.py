@@ -254,6 +254,8 @@ def _open_phantom(opts: Mapping) -> ImageSource:
 def _select_classes(source: Any, classes: list[tuple[str, str]] | None) -> Any:
     if classes is None or classes == [(c, c) for c in source.class_names]:
         return source
+    if hasattr(source, "split_of"):
+        return SplitClassSubset(source, classes)
     return ClassSubset(source, classes)
 
 
@@ -284,9 +286,6 @@ class ClassSubset:
         for k, (n, _) in enumerate(classes):
             if not np.any(self.labels == k):
                 raise UserError(f"{base.name}: class {n!r} has no items")
-        if hasattr(base, "split_of"):
-            self.split_of = lambda i: base.split_of(int(self._indices[i]))
-            self.native_splits = base.native_splits
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -303,6 +302,17 @@ class ClassSubset:
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         record, conversions = load_with_conversions(self.base, int(self._indices[index]))
         return dataclasses.replace(record, label=self.label_of(index)), conversions
+
+
+class SplitClassSubset(ClassSubset):
+    """A `ClassSubset` of a source with native splits (PCam, TFDS): keeps `split_of`."""
+
+    @property
+    def native_splits(self) -> tuple[str, ...]:
+        return self.base.native_splits
+
+    def split_of(self, index: int) -> str:
+        return self.base.split_of(int(self._indices[index]))
 
 
 def _labels_of(source: Any) -> np.ndarray:
