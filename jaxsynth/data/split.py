@@ -11,6 +11,7 @@ validation or test image is among them.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -145,6 +146,8 @@ def build_study_split(
     Unusable tiles are skipped, recorded in `report` with the reason, and replaced by the next
     candidate of the same class; running out of usable tiles in a class is a one-line error.
     """
+    from jaxsynth.data.sources import load_with_conversions
+
     report = report if report is not None else SkipReport()
     class_names = tuple(source.class_names)
     want = _validate_counts(counts, class_names)
@@ -153,7 +156,7 @@ def build_study_split(
     queues = {}
     for c, cname in enumerate(class_names):
         idx = np.flatnonzero(labels == c)
-        queues[cname] = list(rng.permutation(idx))
+        queues[cname] = collections.deque(rng.permutation(idx).tolist())
 
     out: dict[str, SplitArrays] = {}
     manifest_splits: dict[str, list] = {}
@@ -171,12 +174,14 @@ def build_study_split(
                         f"of source {source.name} has only {taken} usable left "
                         f"({len(report)} skipped so far)"
                     )
-                i = int(queue.pop(0))
+                i = int(queue.popleft())
                 try:
-                    rec = source.load(i)
+                    rec, conversions = load_with_conversions(source, i)
                 except CorruptImage as e:
                     report.skip(source.id_of(i), str(e))
                     continue
+                for what in conversions:
+                    report.convert(rec.id, what)
                 img = resize_tile(rec.image, image_size)
                 images.append(img)
                 lbls.append(class_names.index(cname))
