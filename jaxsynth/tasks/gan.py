@@ -228,8 +228,8 @@ class GanTask:
             "g_loss": g_loss,
             "d_real_logit": d_real,
             "d_fake_logit": d_fake,
-            "d_grad_norm": optax.global_norm(d_grads),
-            "g_grad_norm": optax.global_norm(g_grads),
+            "d_grad_norm": optax.tree.norm(d_grads),
+            "g_grad_norm": optax.tree.norm(g_grads),
         }
         return state.replace(models={"generator": g, "discriminator": d}), metrics
 
@@ -274,7 +274,7 @@ class GanTask:
 
             (loss, (w_dist, gp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
             d = d.apply_gradients(grads)
-            return (d, g_stats), (loss, w_dist, gp, optax.global_norm(grads))
+            return (d, g_stats), (loss, w_dist, gp, optax.tree.norm(grads))
 
         keys = jax.random.split(k_critic, nc)
         (d, g_stats), (d_losses, w_dists, gps, d_norms) = jax.lax.scan(
@@ -297,7 +297,7 @@ class GanTask:
             "wasserstein": w_dists.mean(),
             "gradient_penalty": gps.mean(),
             "d_grad_norm": d_norms.max(),
-            "g_grad_norm": optax.global_norm(g_grads),
+            "g_grad_norm": optax.tree.norm(g_grads),
         }
         return state.replace(models={"generator": g, "discriminator": d}), metrics
 

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,8 @@ def train(
                 stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
                 state, metrics = step_multi(state, global_batch(stacked, mesh, 1))
             metrics = jax.device_get(metrics)
+            if settings.debug_sleep_s > 0:
+                time.sleep(float(settings.debug_sleep_s))
             bad = _first_nonfinite(metrics, k)
             if bad is not None:
                 i, name, value = bad

@@ -25,7 +25,7 @@ How to plug a model in (e.g. a DDPM)::
             def loss_fn(params): ...
             loss, grads = jax.value_and_grad(loss_fn)(state["model"].params)
             state = state.with_model("model", state["model"].apply_gradients(grads))
-            return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+            return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
         def sample(self, state, rng, n, labels=None):  # optional; images float32 [-1, 1] NHWC
             ...

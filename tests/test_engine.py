@@ -1,0 +1,207 @@
+"""The training engine: outputs, resume (in-process and after kill -9, bitwise), NaN guard,
+4 devices vs 1.
+
+Compile time dominates on CPU, so: tiny DCGAN (16 px), a persistent XLA compilation cache shared
+by this file's subprocesses (identical programs compile once), and fast-compile XLA flags. The
+runs being compared always share the same flags, so equality checks are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+CACHE = os.path.join(tempfile.gettempdir(), "jaxsynth-test-jax-cache")
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+if "jax" not in sys.modules:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from jaxsynth.config import load_config  # noqa: E402
+from jaxsynth.train.checkpoint import RunCheckpointer  # noqa: E402
+from jaxsynth.train.loop import TrainData, TrainingDiverged, train  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_data(n: int = 32, size: int = 16, seed: int = 0) -> TrainData:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    return TrainData({"image": images, "label": labels}, images, ("normal", "tumour"))
+
+
+def smoke(**overrides) -> object:
+    items = [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(str(REPO / "configs" / "dcgan.py") + ":smoke", items)
+
+
+# A child process: train the tiny DCGAN on tiny_data and dump every leaf of the final state.
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, jax
+    sys.path.insert(0, {tests!r})
+    from test_engine import smoke, tiny_data
+    from jaxsynth.train.loop import train
+    workdir, out, *overrides = sys.argv[1:]
+    config = smoke(**dict(o.split("=", 1) for o in overrides))
+    result = train(config, workdir, tiny_data())
+    leaves = jax.tree.leaves(result.state)
+    np.savez(out, *[np.asarray(x) for x in leaves])
+    print("RESULT " + json.dumps({{"step": result.step, "resumed_from": result.resumed_from,
+                                  "devices": jax.device_count()}}))
+    """
+)
+
+
+def child_env(devices: int = 1) -> dict:
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    if FAST_COMPILE not in flags:
+        flags += " " + FAST_COMPILE
+    if devices > 1:
+        flags += f" --xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = flags.strip()
+    env["JAX_COMPILATION_CACHE_DIR"] = CACHE
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def start_child(tmp: Path, workdir: Path, out: Path, *overrides: str, devices: int = 1):
+    script = tmp / "child.py"
+    script.write_text(CHILD.format(tests=str(Path(__file__).parent)))
+    return subprocess.Popen(
+        [sys.executable, str(script), str(workdir), str(out), *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(devices),
+        cwd=str(REPO),
+    )
+
+
+def finish(proc) -> dict:
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    line = [x for x in output.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def load_leaves(path: Path) -> list[np.ndarray]:
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def test_run_writes_logs_samples_curves_and_resumes(tmp_path):
+    config = smoke(num_steps=6, checkpoint_every=3)
+    result = train(config, tmp_path, tiny_data())
+    assert result.step == 6 and result.resumed_from is None and not result.interrupted
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    loss_steps = [r["step"] for r in records if "d_loss" in r]
+    assert loss_steps == [2, 4, 6]
+    for r in records:
+        for k, v in r.items():
+            assert np.isfinite(v), (k, v)
+    ssim = [r["ssim_to_real"] for r in records if "ssim_to_real" in r]
+    assert len(ssim) == 2 and all(-1.0 <= s <= 1.0 for s in ssim)
+    grid = Image.open(tmp_path / "samples" / "step_0000006.png")
+    assert grid.mode == "RGB" and grid.size == (2 + 2 * 18, 2 + 2 * 18)  # 4 tiles of 16 px
+    assert (tmp_path / "samples" / "step_0000003.png").is_file()
+    for png in ("loss_curves.png", "ssim_curve.png"):
+        assert Image.open(tmp_path / png).size[0] > 100
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    ckpt = RunCheckpointer(tmp_path)
+    assert ckpt.all_steps() == [0, 3, 6]
+    ckpt.close()
+    assert int(result.state.step) == 6
+    assert int(result.state["generator"].ema_updates) == 6
+
+    config.num_steps = 8
+    resumed = train(config, tmp_path, tiny_data())
+    assert resumed.resumed_from == 6 and resumed.step == 8
+    ckpt = RunCheckpointer(tmp_path)
+    assert ckpt.all_steps() == [3, 6, 8]  # keep-3
+    ckpt.close()
+
+
+def test_nan_guard_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
+    config = smoke(num_steps=6, checkpoint_every=3)
+    config.train.debug_nan_at_step = 4
+    config.train.sample_every = 0
+    config.train.ssim_every = 0
+    with pytest.raises(TrainingDiverged) as err:
+        train(config, tmp_path, tiny_data())
+    message = str(err.value)
+    assert "\n" not in message
+    assert "at step 4:" in message and "loss=nan" in message
+    assert "last good checkpoint is step 3" in message
+    ckpt = RunCheckpointer(tmp_path)
+    assert ckpt.latest_step() == 3
+    ckpt.close()
+    # the checkpoint restores and is finite: resuming without the poison runs to the end
+    config.train.debug_nan_at_step = -1
+    result = train(config, tmp_path, tiny_data())
+    assert result.resumed_from == 3 and result.step == 6
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result.state))
+
+
+def test_kill9_then_resume_is_bitwise_identical(tmp_path):
+    steps = ["num_steps=12", "checkpoint_every=3", "train.sample_every=0", "train.ssim_every=0"]
+    straight = start_child(tmp_path, tmp_path / "straight", tmp_path / "a.npz", *steps)
+    info_a = finish(straight)
+    assert info_a["step"] == 12
+
+    killed_dir = tmp_path / "killed"
+    victim = start_child(
+        tmp_path, killed_dir, tmp_path / "x.npz", *steps, "train.debug_sleep_s=0.4"
+    )
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoints" / "6").is_dir():
+        assert victim.poll() is None, victim.communicate()[0][-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "x.npz").exists()
+    ckpt = RunCheckpointer(killed_dir)
+    last = ckpt.latest_step()
+    ckpt.close()
+    assert 6 <= last < 12
+
+    info_b = finish(start_child(tmp_path, killed_dir, tmp_path / "b.npz", *steps))
+    assert info_b["resumed_from"] == last and info_b["step"] == 12
+    a, b = load_leaves(tmp_path / "a.npz"), load_leaves(tmp_path / "b.npz")
+    assert len(a) == len(b) > 10
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y), "resumed run differs from the uninterrupted one"
+
+
+def test_four_devices_match_one(tmp_path):
+    steps = ["num_steps=3", "checkpoint_every=100", "train.sample_every=0", "train.ssim_every=0"]
+    four = start_child(tmp_path, tmp_path / "d4", tmp_path / "d4.npz", *steps, devices=4)
+    one = start_child(tmp_path, tmp_path / "d1", tmp_path / "d1.npz", *steps, devices=1)
+    info4, info1 = finish(four), finish(one)
+    assert info4["devices"] == 4 and info1["devices"] == 1
+    a, b = load_leaves(tmp_path / "d4.npz"), load_leaves(tmp_path / "d1.npz")
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
