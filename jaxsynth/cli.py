@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "jaxsynth.commands.data",
     "jaxsynth.commands.train",
     "jaxsynth.commands.sample",
+    "jaxsynth.commands.reader_study",
 ]
 
 
