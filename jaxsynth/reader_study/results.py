@@ -283,34 +283,36 @@ def plot_figure5(res: dict, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     groups = [(r["rater"], r) for r in res["per_rater"]] + [("pooled", res["pooled"])]
-    names = [g[0] for g in groups]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(names) * 2), 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.5, 1.5 * len(groups) * 2), 4.4), sharey=True)
     panels = [
         ("real", "pct_called_real", "Real images: called real"),
         ("synthetic", "pct_called_synthetic", "Synthetic images: called synthetic"),
     ]
-    x = np.arange(len(names))
+    x = np.arange(len(groups))
     for ax, (origin, key, title) in zip(axes, panels, strict=True):
-        correct = np.array(
-            [g[1][origin][key] if g[1][origin][key] is not None else 0.0 for g in groups]
-        )
         has = np.array([g[1][origin]["n"] > 0 for g in groups])
+        correct = np.array([g[1][origin][key] or 0.0 for g in groups])
         wrong = np.where(has, 100.0 - correct, 0.0)
-        ax.bar(x, correct, color="#2e9d4f", label="correct")
-        ax.bar(x, wrong, bottom=correct, color="#d2413a", label="incorrect")
-        for xi, c, h in zip(x, correct, has, strict=True):
-            if h:
-                ax.text(
-                    xi, c / 2, f"{c:.0f} %", ha="center", va="center", color="white", fontsize=9
-                )
+        ax.bar(x, correct, width=0.6, color="#2e9d4f", label="correct")
+        ax.bar(x, wrong, width=0.6, bottom=correct, color="#d2413a", label="incorrect")
+        for xi, c, w, h in zip(x, correct, wrong, has, strict=True):
+            if not h:
+                ax.text(xi, 2, "no answers", ha="center", va="bottom", fontsize=8)
+                continue
+            if c >= 8:
+                ax.text(xi, c - 2, f"{c:.0f} %", ha="center", va="top", color="white", fontsize=9)
+            if w >= 8:
+                ax.text(xi, 98, f"{w:.0f} %", ha="center", va="top", color="white", fontsize=9)
         ax.axhline(50, color="k", lw=0.8, ls=":")
-        ax.set_xticks(x, names, rotation=0)
+        labels = [f"{name}\n(n={g[origin]['n']})" for name, g in groups]
+        ax.set_xticks(x, labels, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 100)
-    axes[0].set_ylabel("% of images")
-    axes[1].legend(loc="upper right", fontsize=8, framealpha=0.9)
+    axes[0].set_ylabel("% of images (dotted: chance)")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("Blinded real-vs-synthetic test", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
