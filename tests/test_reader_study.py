@@ -7,11 +7,15 @@ server in a thread) are shared with it.
 from __future__ import annotations
 
 import contextlib
+import csv
 import http.client
 import io
 import json
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -360,6 +364,32 @@ def test_path_traversal_is_rejected_over_raw_http(study):
             assert b"import" not in body, path
 
 
+def test_serve_cli_runs_the_app(study):
+    """`jaxsynth reader-study serve` as a process: prints links, serves them, exits on SIGINT."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxsynth.cli", "reader-study", "serve", str(study), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        match = re.search(r"on http://127\.0\.0\.1:(\d+)/", first)
+        assert match, (first, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(match.group(1))
+        links = [proc.stdout.readline() for _ in range(2)]
+        assert [re.search(r"/r/([A-Za-z0-9_-]+)", line).group(1) for line in links] == tokens(study)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", f"/r/{tokens(study)[1]}")
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"0 of 6 answered" in resp.read()
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+
+
 def test_serve_binds_loopback_by_default():
     from jaxsynth.cli import build_parser
 
@@ -471,6 +501,13 @@ def test_results_statistics_against_hand_counts(study, tmp_path, capsys):
     assert saved["fleiss_kappa"]["kappa"] == pytest.approx(-1 / 3)
     assert "| rater-2 | 6/6 | 100.0 % (3/3) | 0.0 % (0/3) | 50.0 %" in out
     assert (study / "results" / "results.md").read_text() in out
+    with open(study / "results" / "answers.csv") as f:
+        answers_csv = list(csv.DictReader(f))
+    assert len(answers_csv) == 12
+    assert {(a["rater"], a["call"]) for a in answers_csv if a["origin"] == "synthetic"} == {
+        ("rater-1", "synthetic"),
+        ("rater-2", "real"),
+    }
     png = Image.open(study / "results" / "results.png")
     assert png.format == "PNG" and png.size[0] > 400
 

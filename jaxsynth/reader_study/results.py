@@ -9,6 +9,7 @@ What it reports (papers 003 and 004):
   ({"<path under --synthetic>": ssim}) or else computed as paper 000's "each synthetic image vs
   the real set": the mean SSIM of the synthetic image against every real image of the study
   (`jaxsynth.eval.image_metrics.ssim_to_set`, per_image_mean);
+- `answers.csv`: every answer with its ground truth, for the organiser's own analysis;
 - `results.png`: paper 003's figure 5 — for real and for synthetic images, the share of correct
   (green) and incorrect (red) calls, one bar per rater plus the pooled bar.
 Unfinished raters are included with what they have answered (`answered` / `total` say so).
@@ -17,6 +18,7 @@ Unfinished raters are included with what they have answered (`answered` / `total
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import os
 from pathlib import Path
@@ -317,15 +319,47 @@ def plot_figure5(res: dict, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def write_answers_csv(study_dir: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Every stored answer, one row each, with the ground truth (for the organiser's analysis)."""
+    conn = store.connect(study_dir)
+    try:
+        rows = conn.execute(
+            "SELECT r.name AS rater, a.position, im.origin, im.source_path, a.call, a.score, "
+            "i.first_shown_at, a.answered_at FROM answers a "
+            "JOIN items i ON i.rater_id = a.rater_id AND i.position = a.position "
+            "JOIN images im ON im.image_id = i.image_id JOIN raters r ON r.rater_id = a.rater_id "
+            "ORDER BY r.rater_id, a.position"
+        ).fetchall()
+    finally:
+        conn.close()
+    columns = [
+        "rater",
+        "position",
+        "origin",
+        "source_path",
+        "call",
+        "score",
+        "first_shown_at",
+        "answered_at",
+    ]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[r[c] for c in columns] for r in rows])
+
+
 def write_results(res: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """results.json, results.md, results.png (figure 5) and answers.csv under `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out / "results.json",
         "markdown": out / "results.md",
         "figure": out / "results.png",
+        "answers": out / "answers.csv",
     }
     paths["json"].write_text(json.dumps(res, indent=2) + "\n")
     paths["markdown"].write_text(to_markdown(res))
     plot_figure5(res, paths["figure"])
+    write_answers_csv(res["study"]["path"], paths["answers"])
     return paths
