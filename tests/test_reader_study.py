@@ -270,6 +270,25 @@ def test_pages_and_images_carry_no_ground_truth(study):
     token = tokens(study)[0]
     secrets_in_db = [r["file_name"] for r in db_rows(study, "SELECT file_name FROM images")]
     secrets_in_db += [r["source_path"] for r in db_rows(study, "SELECT source_path FROM images")]
+    # Swapping every image's ground truth changes no byte that is served.
+    page, item, _ = _current(client, token)
+    before = (page, client.get(f"/r/{token}").data, client.get(f"/r/{token}/img/{item}").data)
+    conn = sqlite3.connect(study / "study.sqlite")
+    conn.execute(
+        "UPDATE images SET origin = CASE origin WHEN 'real' THEN 'synthetic' ELSE 'real' END"
+    )
+    conn.commit()
+    after = (
+        _current(client, token)[0],
+        client.get(f"/r/{token}").data,
+        client.get(f"/r/{token}/img/{item}").data,
+    )
+    conn.execute(
+        "UPDATE images SET origin = CASE origin WHEN 'real' THEN 'synthetic' ELSE 'real' END"
+    )
+    conn.commit()
+    conn.close()
+    assert before == after
     normalized_pages, image_headers, origins = set(), [], []
     for k in range(6):
         page, item, csrf = _current(client, token)

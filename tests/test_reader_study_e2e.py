@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
 ]
 
 
@@ -183,7 +184,14 @@ def test_two_raters_in_headless_chromium(tmp_path, capsys):
     }
     assert len(stored) == 12
 
-    code = main(["reader-study", "results", str(study)])
+    # SSIM given as a file (the computed path is covered in test_reader_study.py)
+    synth = [
+        r["source_path"]
+        for r in db_rows(study, "SELECT source_path FROM images WHERE origin = 'synthetic'")
+    ]
+    ssim_json = tmp_path / "ssim.json"
+    ssim_json.write_text(json.dumps({Path(p).name: 0.2 + 0.1 * i for i, p in enumerate(synth)}))
+    code = main(["reader-study", "results", str(study), "--ssim-json", str(ssim_json)])
     out, err = capsys.readouterr()
     assert code == 0, err
     res = json.loads((study / "results" / "results.json").read_text())

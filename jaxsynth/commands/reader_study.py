@@ -68,7 +68,7 @@ def run_create(args: argparse.Namespace) -> int:
     h, w = study.image_size
     print(
         f"created {study.study_dir}: {study.num_real} real + {study.num_synthetic} synthetic "
-        f"images ({w}x{h}) for {len(study.rater_tokens)} raters; "
+        f"images ({w}x{h}) for {len(study.rater_tokens)} rater(s); "
         f"skipped {skipped['skipped']} corrupt input files"
     )
     for item in skipped["skipped_items"]:
