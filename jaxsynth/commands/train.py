@@ -67,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     xla_flags.apply()
     from jaxsynth.train.loop import train
+    from jaxsynth.train.task import build_task
 
     config = resolve_config(args)
+    task = build_task(config)  # a bad model config fails before the split is built
     data = training_data(config, args.workdir)
-    result = train(config, args.workdir, data)
+    result = train(config, args.workdir, data, task=task)
     print(f"done: step {result.step}, workdir {Path(args.workdir).resolve()}")
     return 0
