@@ -196,11 +196,7 @@ def serve(study_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
 
     app = create_app(study_dir)
     conn = store.connect(study_dir)
-    links = [(r.name, r.token) for r in store.raters(conn)]
-    progress = {
-        r: store.progress(conn, r_id)
-        for r, r_id in ((r.name, r.rater_id) for r in store.raters(conn))
-    }
+    links = [(r.name, r.token, *store.progress(conn, r.rater_id)) for r in store.raters(conn)]
     conn.close()
     if not is_loopback(host):
         print(
@@ -212,8 +208,7 @@ def serve(study_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
     server = make_server(host, port, app, threaded=True)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"reader study {Path(study_dir)} on http://{shown_host}:{server.server_port}/")
-    for name, token in links:
-        done, total = progress[name]
+    for name, token, done, total in links:
         print(
             f"  {name} ({done}/{total} answered): http://{shown_host}:{server.server_port}/r/{token}"
         )
