@@ -16,9 +16,12 @@ from jaxsynth.errors import UserError
 
 # Command modules, in the order they appear in `jaxsynth --help`.
 COMMAND_MODULES = [
+    "jaxsynth.commands.run",
     "jaxsynth.commands.data",
     "jaxsynth.commands.train",
     "jaxsynth.commands.sample",
+    "jaxsynth.commands.eval",
+    "jaxsynth.commands.sd",
     "jaxsynth.commands.reader_study",
 ]
 

@@ -21,8 +21,7 @@ import seeded_weights  # noqa: E402
 
 @pytest.fixture(scope="module")
 def seeded_variables():
-    spec = inception.torch_state_dict_spec()
-    return inception.params_from_state_dict(seeded_weights.state_dict(spec))
+    return seeded_weights.flax_inception_variables()
 
 
 def test_parity_with_pytorch_fid(seeded_variables):
@@ -118,7 +117,7 @@ def test_fid_zero_on_same_set_and_monotone_in_noise():
     rng = np.random.default_rng(0)
     imgs = seeded_weights.images(16, 96, seed=3)
     net = _TinyNet()
-    params = net.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     extract = DomainExtractor(lambda x: net.apply(params, x), "tiny-random", batch_size=32)
     f0 = extract(imgs)
     assert extract.id == "domain:tiny-random" and f0.shape == (96, 16)

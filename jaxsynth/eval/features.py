@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -72,8 +71,12 @@ class InceptionExtractor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         x = np.asarray(images)
+        # Scale in numpy: an eager jnp op outside jit would compile once per shape.
         return _batched(
-            lambda b: self._fn(jnp.asarray(b, jnp.float32) / 255.0), x, self.batch_size, self.log
+            lambda b: self._fn(b.astype(np.float32) / np.float32(255.0)),
+            x,
+            self.batch_size,
+            self.log,
         )
 
 
@@ -91,7 +94,7 @@ class DomainExtractor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         def run(b):
-            return self._fn(jnp.asarray(b, jnp.float32) / 127.5 - 1.0)
+            return self._fn(b.astype(np.float32) / np.float32(127.5) - np.float32(1.0))
 
         return _batched(run, np.asarray(images), self.batch_size, False)
 

@@ -40,15 +40,27 @@ def _gaussian_taps() -> np.ndarray:
 
 def _filter(x: jax.Array) -> jax.Array:
     """Separable Gaussian over H and W of (B, H, W, C) with scipy's 'reflect' (= numpy
-    'symmetric') borders, output the same size as the input."""
+    'symmetric') borders, output the same size as the input. Channels are folded into the
+    batch so one (11, 1) and one (1, 11) convolution serve any channel count."""
     taps = jnp.asarray(_gaussian_taps())
-    pad = [(0, 0), (RADIUS, RADIUS), (RADIUS, RADIUS), (0, 0)]
-    x = jnp.pad(x, pad, mode="symmetric")
-    h, w = x.shape[1] - 2 * RADIUS, x.shape[2] - 2 * RADIUS
-    # Weighted sums of shifted slices: cheap for 11 taps and exact in order of summation.
-    y = sum(taps[k] * x[:, k : k + h, :, :] for k in range(WIN_SIZE))
-    z = sum(taps[k] * y[:, :, k : k + w, :] for k in range(WIN_SIZE))
-    return z
+    b, h, w, c = x.shape
+    x = jnp.pad(x, [(0, 0), (RADIUS, RADIUS), (RADIUS, RADIUS), (0, 0)], mode="symmetric")
+    x = x.transpose(0, 3, 1, 2).reshape(b * c, h + 2 * RADIUS, w + 2 * RADIUS, 1)
+    dn = ("NHWC", "HWIO", "NHWC")
+    prec = jax.lax.Precision.HIGHEST
+    x = jax.lax.conv_general_dilated(
+        x, taps.reshape(WIN_SIZE, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=prec
+    )
+    x = jax.lax.conv_general_dilated(
+        x, taps.reshape(1, WIN_SIZE, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=prec
+    )
+    return x.reshape(b, c, h, w).transpose(0, 2, 3, 1)
+
+
+def _bucket(n: int, cap: int) -> int:
+    """Chunk size for n items: the next power of two (bounded by cap), so that sets of
+    similar size share one compiled program."""
+    return min(cap, 1 << max(0, (n - 1).bit_length()))
 
 
 def _ssim_maps(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -74,8 +86,9 @@ def _crop_mean(m: jax.Array) -> jax.Array:
     return jnp.mean(m[:, r:-r, r:-r, :], axis=(1, 2, 3))
 
 
-def _as_batch(x, data_range: float) -> jax.Array:
-    x = jnp.asarray(x, jnp.float32) / jnp.float32(data_range)
+def _as_batch(x, data_range: float) -> np.ndarray:
+    # numpy, not jnp: eager jnp ops outside jit compile once per shape (seconds on a busy CPU).
+    x = np.asarray(x, np.float32) / np.float32(data_range)
     if x.ndim == 2:
         x = x[None, :, :, None]
     elif x.ndim == 3:
@@ -101,7 +114,7 @@ def ssim(x, y, data_range: float = 255.0) -> jax.Array:
     """
     xb, yb = _as_batch(x, data_range), _as_batch(y, data_range)
     _check_size(xb.shape)
-    xb, yb = jnp.broadcast_arrays(xb, yb)
+    xb, yb = np.broadcast_arrays(xb, yb)
     return _ssim_unit(xb, yb)
 
 
@@ -117,7 +130,7 @@ def psnr(x, y, data_range: float = 255.0) -> jax.Array:
     Identical images give +inf, as in skimage.
     """
     xb, yb = _as_batch(x, data_range), _as_batch(y, data_range)
-    xb, yb = jnp.broadcast_arrays(xb, yb)
+    xb, yb = np.broadcast_arrays(xb, yb)
     return _psnr_unit(xb, yb)
 
 
@@ -169,7 +182,7 @@ def ms_ssim(x, y, data_range: float = 255.0, num_scales: int | None = None) -> j
     """
     xb, yb = _as_batch(x, data_range), _as_batch(y, data_range)
     _check_size(xb.shape)
-    xb, yb = jnp.broadcast_arrays(xb, yb)
+    xb, yb = np.broadcast_arrays(xb, yb)
     n = num_scales or ms_ssim_num_scales(xb.shape[1], xb.shape[2])
     return _ms_ssim_unit(xb, yb, n)
 
@@ -203,7 +216,7 @@ def ssim_to_set(
     a = np.asarray(fake, np.float32) / data_range
     b = np.asarray(real, np.float32) / data_range
     _check_size(a.shape)
-    m = _pairwise(lambda u, v: _ssim_unit(u, v), a, b, min(chunk, len(a) * len(b)))
+    m = _pairwise(lambda u, v: _ssim_unit(u, v), a, b, _bucket(len(a) * len(b), chunk))
     return {
         "mean": float(m.mean()),
         "max": float(m.max(axis=1).mean()),
@@ -236,14 +249,14 @@ def ms_ssim_diversity(
         iu, ju = iu[pick], ju[pick]
     scales = ms_ssim_num_scales(x.shape[1], x.shape[2])
     vals = []
-    chunk = min(chunk, len(iu))
+    chunk = _bucket(len(iu), chunk)
     for start in range(0, len(iu), chunk):
         a, b = iu[start : start + chunk], ju[start : start + chunk]
         k = len(a)
         if k < chunk:
             a = np.concatenate([a, np.zeros(chunk - k, int)])
             b = np.concatenate([b, np.zeros(chunk - k, int)])
-        vals.append(np.asarray(_ms_ssim_unit(jnp.asarray(x[a]), jnp.asarray(x[b]), scales))[:k])
+        vals.append(np.asarray(_ms_ssim_unit(x[a], x[b], scales))[:k])
     v = np.concatenate(vals).astype(np.float64)
     return {
         "mean": float(v.mean()),

@@ -312,12 +312,15 @@ def load_inception_params(weights_path: str | Path, cache_dir: str | Path | None
     return variables
 
 
+@jax.jit
+def _apply(variables: dict, images: jax.Array) -> jax.Array:
+    return FIDInceptionV3().apply(variables, images)
+
+
 def make_feature_fn(variables: dict) -> Callable[[jax.Array], jax.Array]:
-    """A jitted `images (B, H, W, 3) float in [0, 1] -> (B, 2048)` function."""
-    model = FIDInceptionV3()
+    """A jitted `images (B, H, W, 3) float in [0, 1] -> (B, 2048)` function.
 
-    @jax.jit
-    def features(images: jax.Array) -> jax.Array:
-        return model.apply(variables, images)
-
-    return features
+    The weights are passed as an argument of one module-level jitted function (not closed
+    over), so they are not baked into the program as constants and every extractor with the
+    same input shape reuses one compilation."""
+    return functools.partial(_apply, variables)
