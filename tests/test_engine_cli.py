@@ -94,3 +94,19 @@ def test_train_bad_config_value_is_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "config.task='nope'" in err and "\n" not in err
+
+
+def test_xla_flags_are_added_once_and_user_setting_wins():
+    import subprocess
+
+    code = (
+        "import os; from jaxsynth import xla_flags; print(xla_flags.apply()); "
+        "print(xla_flags.apply())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXSYNTH_NO_XLA_FLAGS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    first, second = out.stdout.split("\n")[:2]
+    assert first == second == "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+    env["XLA_FLAGS"] = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split("\n")[0] == env["XLA_FLAGS"]

@@ -207,3 +207,28 @@ def test_gan_trains_with_finite_losses(name, tmp_path):
         before = jax.tree.leaves(init[net].params)
         after = jax.tree.leaves(result.state[net].params)
         assert any(not np.allclose(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_paper_001_grid_covers_table_1():
+    config_path = str(REPO / "configs" / "gan_grid.py")
+    seen = set()
+    for i in (0, 17, 71):
+        c = load_config(f"{config_path}:smoke,i{i}")
+        assert c.image_size == 16 and c.grid_index == i
+        seen.add((c.optim.g_lr, c.optim.b1, c.optim.b2, c.model.latent_dim))
+    assert len(seen) == 3
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gan_grid", config_path)
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    points = grid.grid_points()
+    assert len(points) == 72 == len({tuple(sorted(p.items())) for p in points})
+    assert {p["optim.g_lr"] for p in points} == {1e-4, 2e-4, 1e-3}
+    assert {p["optim.b1"] for p in points} == {0.5, 0.9}
+    assert {p["optim.b2"] for p in points} == {0.9, 0.99, 0.999}
+    assert {p["model.latent_dim"] for p in points} == {50, 100, 500, 1000}
+    c = load_config(f"{config_path}:i71")
+    assert (c.optim.g_lr, c.optim.b1, c.optim.b2, c.model.latent_dim) == (1e-3, 0.9, 0.999, 1000)
+    with pytest.raises(Exception, match="out of range"):
+        load_config(f"{config_path}:i72")

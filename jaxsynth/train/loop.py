@@ -214,24 +214,7 @@ def train(
     if is_main:
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
 
-    def one_step(st: TrainState, batch: dict):
-        rng = jax.random.fold_in(st.rng, st.step)
-        new, metrics = task.train_step(st, batch, rng)
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return new.replace(step=st.step + 1), metrics
-
-    step_single = jax.jit(
-        one_step,
-        in_shardings=(rep, batch_sharding(mesh)),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
-    )
-    step_multi = jax.jit(
-        lambda st, batches: jax.lax.scan(one_step, st, batches),
-        in_shardings=(rep, batch_sharding(mesh, 1)),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
-    )
+    step_single, step_multi = make_step_fns(task, mesh)
 
     writer = MultiWriter([TensorBoardWriter(workdir / "tb"), ConsoleWriter(out)] if is_main else [])
     metrics_path = workdir / "metrics.jsonl"
@@ -300,6 +283,33 @@ def train(
     if is_main:
         _write_curves(workdir, _read_jsonl(metrics_path))
     return TrainResult(state, step, interrupted, resumed_from, workdir)
+
+
+def make_step_fns(task: Task, mesh) -> tuple[Any, Any]:
+    """The engine's compiled steps: `(state, batch) -> (state, metrics)` for one step and
+    `(state, batches[K]) -> (state, metrics[K])` for K steps via `lax.scan`. Batch sharded on
+    "data", state replicated and donated, step key `fold_in(state.rng, state.step)`."""
+    rep = replicated(mesh)
+
+    def one_step(st: TrainState, batch: dict):
+        rng = jax.random.fold_in(st.rng, st.step)
+        new, metrics = task.train_step(st, batch, rng)
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return new.replace(step=st.step + 1), metrics
+
+    step_single = jax.jit(
+        one_step,
+        in_shardings=(rep, batch_sharding(mesh)),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    step_multi = jax.jit(
+        lambda st, batches: jax.lax.scan(one_step, st, batches),
+        in_shardings=(rep, batch_sharding(mesh, 1)),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    return step_single, step_multi
 
 
 def _make_sampler(task: Task, settings, data: TrainData, config):
