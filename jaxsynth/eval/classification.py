@@ -377,3 +377,18 @@ def tsne_plot(
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return {"path": str(path), "embedding": emb, "is_fake": is_fake}
+
+
+def bootstrap_draws(y_true, scores, threshold: float, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-resample values of the threshold metrics and ROC AUC for given resample indices.
+
+    `idx` comes from `resample_indices`; passing the same `idx` for several classifiers scored
+    on the same test images gives paired draws (used to average over seeds and to compare arms).
+    Returns {metric: (num_boot,) array} for accuracy, precision, recall, sensitivity,
+    specificity, f1, macro_f1, roc_auc."""
+    y = np.asarray(y_true, int)
+    s = np.asarray(scores, np.float64)
+    counts = _counts(idx, len(y))
+    out = _binary_from_counts(counts, y, (s >= threshold).astype(int))
+    out["roc_auc"] = _auc_from_counts(counts, y, s)
+    return out

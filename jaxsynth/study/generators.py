@@ -1,0 +1,226 @@
+"""Generator stages of the study: train on the training split, sample, filter, score.
+
+Each generator is configured by `gen.<name>` in the study config: the model config it starts
+from (`configs/<file>[:variant]`), its step count and batch size, and free-form overrides. The
+study's own `seed`, `image_size` and `data` group replace the model config's, so every model
+sees the same split; the training images are handed to the engine directly from the study split
+(training split only, leak-checked), never re-drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from jaxsynth.config import apply_overrides, load_config
+from jaxsynth.data.split import StudySplit, assert_no_leakage, load_or_build_split
+from jaxsynth.errors import UserError
+
+SYNTHETIC_FILE = "synthetic.npz"
+
+
+def generator_config(study: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The model config for generator `name`, aligned with the study's data and seed."""
+    g = study.gen[name]
+    cfg = load_config(g.config)
+    cfg.seed = study.seed
+    cfg.image_size = study.image_size
+    cfg.num_steps = g.num_steps
+    cfg.batch_size = g.batch_size
+    cfg.checkpoint_every = min(study.checkpoint_every, max(1, g.num_steps))
+    train_classes = tuple(cfg.data.get("train_classes", (study.data.minority_class,)))
+    augment = cfg.data.get("augment", "none")
+    cfg.data = ml_collections.ConfigDict(study.data.to_dict())
+    cfg.data.train_classes = train_classes
+    cfg.data.augment = augment
+    if "classes" not in cfg.data:
+        cfg.data.classes = tuple(study.data.split.train.keys())
+    apply_overrides(cfg, g.overrides)
+    return cfg
+
+
+def _train_data(cfg, split: StudySplit, what: str):
+    from jaxsynth.train.loop import TrainData
+
+    labels = [split.label_of(c) for c in cfg.data.train_classes]
+    train = split.train.of_classes(labels)
+    if len(train) == 0:
+        raise UserError(f"gen: no training images of classes {cfg.data.train_classes}")
+    assert_no_leakage(split, train.images, what)
+    minority = split.label_of(cfg.data.minority_class)
+    return TrainData(
+        arrays=train.arrays(),
+        real_images=split.train.of_classes([minority]).images,
+        class_names=tuple(split.class_names),
+    )
+
+
+def train_stage(name: str, workdir: Path):
+    def fn(ctx):
+        if name == "sd":
+            return {"model_path": ctx.config.sd.model_path, "trained": False}
+        from jaxsynth.train.loop import train
+
+        cfg = generator_config(ctx.config, name)
+        split = load_or_build_split(ctx.config, workdir, progress=False)
+        data = _train_data(cfg, split, f"generator '{name}'")
+        result = train(cfg, ctx.dir / "run", data)
+        if result.interrupted:
+            raise KeyboardInterrupt(f"generator {name} interrupted at step {result.step}")
+        records = _read_metrics(ctx.dir / "run" / "metrics.jsonl")
+        return {
+            "steps": result.step,
+            "train_images": len(data.arrays["label"]),
+            "last_metrics": records[-1] if records else {},
+        }
+
+    return fn
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def sample_stage(name: str, workdir: Path):
+    def fn(ctx):
+        from jaxsynth.train.visuals import make_grid, save_png
+
+        study = ctx.config
+        num = study.synthetic.num if name != "sd" else study.sd.num
+        if name == "sd":
+            images = _sample_sd(study, num)
+        else:
+            images = sample_trained(
+                ctx.input_dir(f"gen_{name}") / "run", num, study.seed, study.data.minority_class
+            )
+        np.savez_compressed(ctx.dir / SYNTHETIC_FILE, images=images)
+        save_png(make_grid(images[:64]), ctx.dir / "grid.png")
+        return {"num": len(images), "grid": "grid.png"}
+
+    return fn
+
+
+def sample_trained(run_dir: Path, num: int, seed: int, label: str) -> np.ndarray:
+    """`num` uint8 images of class `label` from a trained generator's EMA params."""
+    from jaxsynth.train.sampling import sample_from_workdir
+
+    images, _ = sample_from_workdir(run_dir, num=num, seed=seed, label=label)
+    return images
+
+
+def _sample_sd(study, num: int) -> np.ndarray:
+    from jaxsynth.sd.pipeline import sample_images
+
+    return sample_images(
+        study.sd.model_path,
+        prompt=study.sd.prompt,
+        negative_prompt=study.sd.negative_prompt,
+        num=num,
+        seed=study.seed,
+        steps=study.sd.steps,
+        guidance=study.sd.guidance,
+        size=study.sd.size,
+        out_size=study.image_size,
+    )
+
+
+def quality_stage(name: str, workdir: Path):
+    """Memorisation filter + image metrics of the synthetic set vs real tumour images."""
+
+    def fn(ctx):
+        from jaxsynth.eval import fid as fid_lib
+        from jaxsynth.eval import image_metrics, kid, memorization
+        from jaxsynth.eval.features import DomainExtractor, InceptionExtractor
+
+        study = ctx.config
+        split = load_or_build_split(study, workdir, progress=False)
+        minority = split.label_of(study.data.minority_class)
+        with np.load(ctx.input_dir(f"sample_{name}") / SYNTHETIC_FILE) as z:
+            fake = z["images"]
+        assert_no_leakage(split, fake, f"synthetic set of '{name}'")
+        real_train = split.train.of_classes([minority]).images
+        heldout = np.concatenate(
+            [split.val.of_classes([minority]).images, split.test.of_classes([minority]).images]
+        )
+        domain = DomainExtractor(
+            domain_feature_fn(ctx.input_dir(f"arm_original_s{study.classifier.seeds[0]}")),
+            name="paper_cnn_original",
+        )
+        f_fake, f_train, f_held = domain(fake), domain(real_train), domain(heldout)
+        report = memorization.memorization_report(
+            f_fake,
+            f_train,
+            f_held,
+            fake_pixels=fake,
+            train_pixels=real_train,
+            heldout_pixels=heldout,
+        )
+        memorization.closest_pairs_grid(fake, real_train, report, ctx.dir / "closest_pairs.png")
+        keep = (
+            memorization.filter_memorized(report)
+            if study.synthetic.memorization_filter
+            else np.arange(len(fake))
+        )
+        np.savez_compressed(ctx.dir / "filtered.npz", images=fake[keep])
+        ssim = image_metrics.ssim_to_set(fake, real_train)
+        result = {
+            "generated": len(fake),
+            "kept": int(len(keep)),
+            "flagged_fraction": report["flagged_fraction"],
+            "ssim_mean": ssim["mean"],
+            "ssim_max_mean": ssim["max"],
+            "domain_fid": fid_lib.fid_from_features(f_held, f_fake),
+            "domain_kid": kid.kid(f_held, f_fake, subset_size=100, num_subsets=50)["mean"],
+            "fid_features": "domain (paper-000 CNN trained on the original arm)",
+        }
+        result["fid"] = result["domain_fid"]
+        if study.eval.inception_weights:
+            inc = InceptionExtractor(study.eval.inception_weights)
+            fi_fake, fi_held = inc(fake), inc(heldout)
+            result["fid"] = fid_lib.fid_from_features(fi_held, fi_fake)
+            result["inception_kid"] = kid.kid(fi_held, fi_fake, subset_size=100)["mean"]
+            result["fid_features"] = "inception (pytorch-fid weights)"
+        if study.eval.tsne:
+            from jaxsynth.eval.classification import tsne_plot
+
+            tsne_plot(
+                f_held,
+                f_fake,
+                ctx.dir / "tsne.png",
+                seed=study.seed,
+                title=f"t-SNE, domain features: held-out real vs {name}",
+            )
+        return result
+
+    return fn
+
+
+def load_filtered(stage_dir: Path) -> np.ndarray:
+    with np.load(Path(stage_dir) / "filtered.npz") as z:
+        return z["images"]
+
+
+def save_params(path: Path, params) -> None:
+    from flax import serialization
+
+    Path(path).write_bytes(serialization.msgpack_serialize(params))
+
+
+def load_params(path: Path):
+    from flax import serialization
+
+    return serialization.msgpack_restore(Path(path).read_bytes())
+
+
+def domain_feature_fn(arm_dir: Path):
+    """Penultimate features of the original-arm classifier (images in [-1, 1])."""
+    from jaxsynth.models.classifier import PaperCNN
+
+    params = load_params(Path(arm_dir) / "classifier.msgpack")
+    model = PaperCNN()
+    return lambda x: model.apply({"params": params}, x, method=model.features)
