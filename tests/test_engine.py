@@ -205,3 +205,51 @@ def test_four_devices_match_one(tmp_path):
     a, b = load_leaves(tmp_path / "d4.npz"), load_leaves(tmp_path / "d1.npz")
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+
+
+def test_k_steps_per_dispatch_matches_single_steps(tmp_path):
+    quiet = {"train.sample_every": 0, "train.ssim_every": 0, "checkpoint_every": 3}
+    single = train(smoke(num_steps=6, **quiet), tmp_path / "k1", tiny_data())
+    scanned = train(
+        smoke(num_steps=6, **quiet, **{"train.steps_per_dispatch": 3}), tmp_path / "k3", tiny_data()
+    )
+    assert int(scanned.state.step) == 6
+    for x, y in zip(jax.tree.leaves(single.state), jax.tree.leaves(scanned.state), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    ckpt = RunCheckpointer(tmp_path / "k3")
+    assert ckpt.all_steps() == [0, 3, 6]
+    ckpt.close()
+
+
+def test_ema_update_matches_numpy():
+    import optax
+
+    from jaxsynth.train.state import ModelState
+
+    params = {"w": np.array([1.0, -2.0], np.float32)}
+    state = ModelState.create(params, optax.sgd(0.5), ema_decay=0.9)
+    p, ema = params["w"].astype(np.float64), params["w"].astype(np.float64)
+    for t, g in enumerate([np.array([1.0, 1.0]), np.array([-2.0, 0.5]), np.array([0.3, 0.1])]):
+        state = state.apply_gradients({"w": g.astype(np.float32)})
+        p = p - 0.5 * g
+        decay = min(0.9, (1 + t) / (10 + t))
+        ema = decay * ema + (1 - decay) * p
+    np.testing.assert_allclose(state.params["w"], p, rtol=1e-6)
+    np.testing.assert_allclose(state.ema_params["w"], ema, rtol=1e-6)
+    assert int(state.ema_updates) == 3
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    steps = ["num_steps=12", "checkpoint_every=5", "train.sample_every=0", "train.ssim_every=0"]
+    work = tmp_path / "term"
+    proc = start_child(tmp_path, work, tmp_path / "t.npz", *steps, "train.debug_sleep_s=0.4")
+    deadline = time.time() + 300
+    while not (work / "checkpoints" / "5").is_dir():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    info = finish(proc)
+    assert 5 < info["step"] < 12
+    ckpt = RunCheckpointer(work)
+    assert ckpt.latest_step() == info["step"]  # saved where it stopped, not only at 5
+    ckpt.close()
