@@ -128,3 +128,37 @@ def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
     (d / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LeakageError, match="generator 'dcgan'"):
         StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan")])
+
+
+def test_ratio_sweep_shares_the_cache_and_reports_each_point(study):
+    from jaxsynth.study.sweep import run_sweep
+
+    workdir, _ = study
+    cfg = load_config(
+        "ratio_sweep:smoke", OVERRIDES + ["--config.synthetic.memorization_filter=false"]
+    )
+    run_sweep(cfg, workdir)
+    res = json.loads((workdir / "sweep.json").read_text())
+    rows = {r["fraction"]: r for r in res["rows"]}
+    assert sorted(rows) == [0.0, 0.5, 1.0]
+    n_real = rows[0.0]["real_minority"]
+    assert rows[0.5]["synthetic"] == n_real and rows[0.5]["real_minority"] == n_real
+    assert rows[1.0]["real_minority"] == 0 and rows[1.0]["synthetic"] >= n_real
+    for r in rows.values():
+        assert 0 <= r["f1_ci_low"] <= r["f1_mean"] + 1e-9 <= r["f1_ci_high"] + 2e-9 <= 1 + 2e-9
+    assert (workdir / "figures" / "ratio_sweep.png").is_file()
+    # the original arm came from the study's cache: identical numbers
+    study_res = json.loads((workdir / "results.json").read_text())
+    assert rows[0.0]["f1_mean"] == pytest.approx(
+        study_res["arms"]["original"]["metrics"]["f1"]["mean"]
+    )
+
+
+def test_ratio_arm_counts_in_both_designs():
+    from jaxsynth.study.sweep import synthetic_needed
+
+    assert synthetic_needed(80, 0.5, "add", 0.9) == 80
+    assert synthetic_needed(80, 0.9, "add", 0.9) == 720
+    assert synthetic_needed(80, 1.0, "add", 0.9) == 720
+    assert synthetic_needed(80, 0.25, "replace", 0.9) == 20
+    assert synthetic_needed(80, 1.0, "replace", 0.9) == 80

@@ -6,18 +6,20 @@ filter + image metrics → classifier arms × seeds → report (results.json/csv
 
 Every stage is cached by the config keys it reads (`jaxsynth.study.stages`), so a killed run
 continues at the first unfinished stage, and changing, say, `gen.dcgan.num_steps` reruns only
-DCGAN's stages, its arms and the report.
+DCGAN's stages, its arms and the report. The ratio sweep (`jaxsynth.study.sweep`) reuses the
+same split, generator and classifier stages.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
-from jaxsynth.data.split import load_or_build_split
+from jaxsynth.data.split import StudySplit, load_or_build_split
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
 from jaxsynth.study.stages import Stage, StageContext, StageRunner
@@ -42,8 +44,14 @@ def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
     return gens
 
 
-def _split(ctx_or_config, workdir: Path):
-    config = ctx_or_config.config if isinstance(ctx_or_config, StageContext) else ctx_or_config
+def classifier_seeds(config: ml_collections.ConfigDict) -> list[int]:
+    seeds = list(config.classifier.seeds)
+    if not seeds:
+        raise UserError("classifier.seeds: need at least one seed (3 or more for CIs)")
+    return seeds
+
+
+def study_split(config: ml_collections.ConfigDict, workdir: Path) -> StudySplit:
     return load_or_build_split(config, workdir, progress=False)
 
 
@@ -51,116 +59,164 @@ def minority_label(config, split) -> int:
     return split.label_of(config.data.minority_class)
 
 
-def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
-    from jaxsynth.study import generators as gen_lib
-    from jaxsynth.study import report as report_lib
-
-    gens = enabled_generators(config)
-    seeds = list(config.classifier.seeds)
-    if len(seeds) < 1:
-        raise UserError("classifier.seeds: need at least one seed (3 or more for CIs)")
-    stages: list[Stage] = []
-
-    def split_stage(ctx):
-        split = _split(ctx, workdir)
+def split_stage(workdir: Path) -> Stage:
+    def fn(ctx: StageContext) -> dict:
+        split = study_split(ctx.config, workdir)
         return {
             "counts": {
-                n: np.bincount(split.split(n).labels, minlength=2).tolist()
+                n: np.bincount(split.split(n).labels, minlength=len(split.class_names)).tolist()
                 for n in ("train", "val", "test")
             },
             "class_names": list(split.class_names),
             "skipped": split.manifest["skipped"]["skipped"],
         }
 
-    stages.append(Stage("split", split_stage, config_keys=DATA_KEYS))
+    return Stage("split", fn, config_keys=DATA_KEYS)
 
-    def arm_stage(arm_name: str, gen: str | None, seed: int, synthetic_only: bool):
-        def fn(ctx):
-            split = _split(ctx, workdir)
-            if gen is None:
-                arm = arms_lib.original_arm(split)
-            else:
-                syn = gen_lib.load_filtered(ctx.input_dir(f"synth_{gen}"))
-                if len(syn) == 0:
-                    return {
-                        "arm": arm_name,
-                        "seed": seed,
-                        "skipped": f"no synthetic images of '{gen}' survived the memorisation "
-                        "filter",
-                    }
-                arm = arms_lib.augmented_arm(
-                    split, gen, syn, minority_label(config, split), synthetic_only
-                )
-            result, params = arms_lib.train_and_score(arm, split, config.classifier, seed)
-            gen_lib.save_params(ctx.dir / "classifier.msgpack", params)
-            return result
 
-        inputs = ("split",) if gen is None else ("split", f"synth_{gen}")
-        return Stage(
-            f"arm_{arm_name}_s{seed}",
-            fn,
-            config_keys=CLASSIFIER_KEYS + DATA_KEYS,
-            inputs=inputs,
-            extra_key=f"seed={seed}",
+# An arm builder gets the split and the stage context, and returns the arm's training data or
+# a string saying why the arm cannot be trained.
+ArmBuilder = Callable[[StudySplit, StageContext], "arms_lib.ArmData | str"]
+
+
+def classifier_stage(
+    workdir: Path,
+    arm_name: str,
+    seed: int,
+    build_arm: ArmBuilder,
+    inputs: tuple[str, ...] = ("split",),
+    extra_keys: tuple[str, ...] = (),
+) -> Stage:
+    """Train + score the classifier of one (arm, seed); cached like every stage."""
+
+    def fn(ctx: StageContext) -> dict:
+        from jaxsynth.study.generators import save_params
+
+        split = study_split(ctx.config, workdir)
+        arm = build_arm(split, ctx)
+        if isinstance(arm, str):
+            return {"arm": arm_name, "seed": seed, "skipped": arm}
+        result, params = arms_lib.train_and_score(arm, split, ctx.config.classifier, seed)
+        save_params(ctx.dir / "classifier.msgpack", params)
+        return {**result, "arm": arm_name}
+
+    return Stage(
+        f"arm_{arm_name}_s{seed}",
+        fn,
+        config_keys=CLASSIFIER_KEYS + DATA_KEYS + extra_keys,
+        inputs=inputs,
+        extra_key=f"seed={seed}",
+    )
+
+
+def original_arm(split: StudySplit, ctx: StageContext):
+    return arms_lib.original_arm(split)
+
+
+def filtered_synthetic(ctx: StageContext, gen: str) -> np.ndarray:
+    from jaxsynth.study.generators import load_filtered
+
+    return load_filtered(ctx.input_dir(f"synth_{gen}"))
+
+
+def augmented_builder(gen: str, synthetic_only: bool) -> ArmBuilder:
+    def build(split: StudySplit, ctx: StageContext):
+        syn = filtered_synthetic(ctx, gen)
+        if len(syn) == 0:
+            return f"no synthetic images of '{gen}' survived the memorisation filter"
+        return arms_lib.augmented_arm(
+            split, gen, syn, minority_label(ctx.config, split), synthetic_only
         )
 
-    for s in seeds:
-        stages.append(arm_stage("original", None, s, False))
+    return build
 
+
+def generator_stages(workdir: Path, gen: str, feature_arm: str) -> list[Stage]:
+    """Train `gen` on the training split, sample it, filter + score the synthetic set."""
+    from jaxsynth.study import generators as gen_lib
+
+    sd_keys = ("sd",) if gen == "sd" else ()
+    return [
+        Stage(
+            f"gen_{gen}",
+            gen_lib.train_stage(gen, workdir),
+            config_keys=DATA_KEYS + (f"gen.{gen}",) + sd_keys,
+            inputs=("split",),
+        ),
+        Stage(
+            f"sample_{gen}",
+            gen_lib.sample_stage(gen, workdir),
+            config_keys=("synthetic.num",) + sd_keys,
+            inputs=(f"gen_{gen}",),
+        ),
+        Stage(
+            f"synth_{gen}",
+            gen_lib.quality_stage(gen, workdir),
+            config_keys=("synthetic.memorization_filter", "eval.inception_weights", "eval.tsne")
+            + DATA_KEYS,
+            inputs=("split", f"sample_{gen}", feature_arm),
+        ),
+    ]
+
+
+def foundation_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
+    """Split, original-arm classifiers, and every enabled generator's stages."""
+    seeds = classifier_seeds(config)
+    stages = [split_stage(workdir)]
+    stages += [classifier_stage(workdir, "original", s, original_arm) for s in seeds]
+    feature_arm = f"arm_original_s{seeds[0]}"
+    for g in enabled_generators(config):
+        stages += generator_stages(workdir, g, feature_arm)
+    return stages
+
+
+def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
+    from jaxsynth.study import report as report_lib
+
+    seeds = classifier_seeds(config)
+    gens = enabled_generators(config)
+    stages = foundation_stages(config, workdir)
     for g in gens:
-        stages.append(
-            Stage(
-                f"gen_{g}",
-                gen_lib.train_stage(g, workdir),
-                config_keys=DATA_KEYS + (f"gen.{g}", "sd")
-                if g == "sd"
-                else DATA_KEYS + (f"gen.{g}",),
-                inputs=("split",),
-            )
-        )
-        stages.append(
-            Stage(
-                f"sample_{g}",
-                gen_lib.sample_stage(g, workdir),
-                config_keys=("synthetic.num", "sd"),
-                inputs=(f"gen_{g}",),
-            )
-        )
-        stages.append(
-            Stage(
-                f"synth_{g}",
-                gen_lib.quality_stage(g, workdir),
-                config_keys=("synthetic.memorization_filter", "eval.inception_weights") + DATA_KEYS,
-                inputs=("split", f"sample_{g}", f"arm_original_s{seeds[0]}"),
-            )
-        )
-    for g in gens:
-        for s in seeds:
-            stages.append(arm_stage(g, g, s, False))
+        variants = [(g, False)]
         if config.classifier.synthetic_only_arms:
+            variants.append((f"{g}_synthetic_only", True))
+        for arm_name, only in variants:
             for s in seeds:
-                stages.append(arm_stage(f"{g}_synthetic_only", g, s, True))
-
-    arm_stage_names = [st.name for st in stages if st.name.startswith("arm_")]
-    synth_names = [f"synth_{g}" for g in gens]
-    gen_names = [f"gen_{g}" for g in gens]
+                stages.append(
+                    classifier_stage(
+                        workdir,
+                        arm_name,
+                        s,
+                        augmented_builder(g, only),
+                        inputs=("split", f"synth_{g}"),
+                    )
+                )
+    arm_names = [st.name for st in stages if st.name.startswith("arm_")]
     stages.append(
         Stage(
             "report",
             report_lib.report_stage(workdir),
             config_keys=("eval.bootstrap", "eval.tsne"),
-            inputs=("split", *gen_names, *synth_names, *arm_stage_names),
+            inputs=(
+                "split",
+                *[f"gen_{g}" for g in gens],
+                *[f"synth_{g}" for g in gens],
+                *arm_names,
+            ),
         )
     )
     return stages
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def run_stages(stages: list[Stage], config: ml_collections.ConfigDict, workdir: Path) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(workdir, config)
-    results = runner.run(build_stages(config, workdir))
-    report = results["report"]
-    print(report.get("console_table", ""), flush=True)
+    return StageRunner(workdir, config).run(stages)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    workdir = Path(workdir)
+    results = run_stages(build_stages(config, workdir), config, workdir)
+    print(results["report"].get("console_table", ""), flush=True)
     print(f"report: {workdir / 'report.md'}", file=sys.stderr)
     return results
