@@ -17,7 +17,6 @@ from jaxsynth.errors import UserError
 # Command modules, in the order they appear in `jaxsynth --help`.
 COMMAND_MODULES = [
     "jaxsynth.commands.run",
-    "jaxsynth.commands.sweep",
     "jaxsynth.commands.data",
     "jaxsynth.commands.train",
     "jaxsynth.commands.sample",
