@@ -57,6 +57,18 @@ def test_multiclass_per_class_and_macro_equal_sklearn():
     np.testing.assert_allclose(m["specificity"], spec)
 
 
+def test_multiclass_macro_auc_equals_sklearn():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 150)
+    logits = rng.standard_normal((150, 3)) + 1.5 * np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    out = cls.macro_roc_auc_ovr(y, probs)
+    assert out["macro"] == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"), abs=1e-12
+    )
+    assert out["per_class"][1] == pytest.approx(skm.roc_auc_score(y == 1, probs[:, 1]))
+
+
 def test_threshold_chosen_on_validation_maximises_f1():
     y, s = _data(seed=2)
     t = cls.choose_threshold(y, s, "f1")

@@ -68,6 +68,15 @@ def roc_auc(y_true, scores) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def macro_roc_auc_ovr(y_true, probs) -> dict:
+    """Multi-class ROC AUC one-vs-rest: per-class AUC of probs[:, c] for "class c vs the rest",
+    and their unweighted mean (sklearn's `roc_auc_score(multi_class="ovr", average="macro")`)."""
+    y = np.asarray(y_true, int)
+    p = np.asarray(probs, np.float64)
+    per_class = [roc_auc(y == c, p[:, c]) for c in range(p.shape[1])]
+    return {"per_class": per_class, "macro": float(np.mean(per_class))}
+
+
 def average_precision(y_true, scores) -> float:
     """PR AUC as average precision: sum over thresholds of (R_k - R_{k-1}) * P_k (sklearn's)."""
     y = np.asarray(y_true).astype(bool)

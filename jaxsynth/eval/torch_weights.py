@@ -63,6 +63,20 @@ class _LazyStorage:
         self.data: np.ndarray | None = None
 
 
+class _StorageView:
+    """Legacy files may reference a slice of a storage (`view_metadata`); bytes come from the
+    base storage once they are read."""
+
+    def __init__(self, base: _LazyStorage, offset: int, size: int):
+        self.base, self.offset, self.size = base, int(offset), int(size)
+
+    @property
+    def data(self) -> np.ndarray | None:
+        if self.base.data is None:
+            return None
+        return self.base.data[self.offset : self.offset + self.size]
+
+
 class _TensorRef:
     """A tensor view waiting for its storage's bytes (legacy files put bytes after the pickle)."""
 
@@ -124,7 +138,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
         if not isinstance(storage_type, _StorageType):
             raise UnsafeCheckpoint(f"unexpected storage type {storage_type!r}")
-        return self._load_storage(key, storage_type.dtype, numel)
+        storage = self._load_storage(key, storage_type.dtype, numel)
+        view = pid[5] if len(pid) > 5 else None
+        if view is not None:  # legacy (view_key, offset, view_size)
+            _view_key, offset, size = view
+            return _StorageView(storage, offset, size)
+        return storage
 
 
 def _resolve(obj):
