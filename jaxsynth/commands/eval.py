@@ -130,7 +130,9 @@ def compute_metrics(
     if "prdc" in metrics:
         k = min(prdc_k, len(real) - 1, len(fake) - 1)
         if k >= 1:
-            out.update(prdc.prdc(f_real, f_fake, k))
+            pr = prdc.prdc(f_real, f_fake, k)
+            out["prdc_k"] = pr.pop("k")
+            out.update(pr)
         else:
             out.update({m: None for m in ("precision", "recall", "density", "coverage")})
     if "ssim" in metrics:
