@@ -62,16 +62,37 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
     )
 
 
+def training_data_first_on_process_0(config: ml_collections.ConfigDict, workdir: str | Path):
+    """`training_data`, built by process 0 before the others read it (multi-host, shared workdir).
+
+    WHY: every process of a multi-host run calls this with the same workdir; letting them all
+    build the split cache at once races on its directory. Process 0 builds (or loads) it, a
+    barrier, then the others load the finished cache (or build their own on a non-shared disk).
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return training_data(config, workdir)
+    from jax.experimental import multihost_utils
+
+    data = training_data(config, workdir) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("jaxsynth train: study split ready")
+    return data if data is not None else training_data(config, workdir)
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
     xla_flags.apply()
+    from jaxsynth.train.mesh import maybe_initialize_distributed
+
+    maybe_initialize_distributed()  # multi-host: before anything touches a device
     from jaxsynth.train.loop import train
     from jaxsynth.train.task import build_task
 
     config = resolve_config(args)
     task = build_task(config)  # a bad model config fails before the split is built
-    data = training_data(config, args.workdir)
+    data = training_data_first_on_process_0(config, args.workdir)
     result = train(config, args.workdir, data, task=task)
     print(f"done: step {result.step}, workdir {Path(args.workdir).resolve()}")
     return 0

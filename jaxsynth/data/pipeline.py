@@ -119,6 +119,47 @@ def local_batch_size(global_batch_size: int) -> int:
     return global_batch_size // count
 
 
+class ProcessRows(grain.MapDataset):
+    """This process's rows of every global batch of a record stream (multi-host sharding).
+
+    Element j of process p is element `(j // L) * B + p * L + j % L` of `parent`, where B is the
+    global batch and L = B / process_count the local one. WHY not a strided shard shuffled per
+    process: then the global batches (and the trained model) would change with the number of
+    hosts; here a 2-host run sees exactly the batches a 1-host run sees, each host reading (and
+    augmenting) only its own rows, never another host's.
+    """
+
+    _MUTATES_ELEMENT_SPEC = False
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, index: int, count: int):
+        super().__init__(parent)
+        if global_batch % count or not 0 <= index < count:
+            raise UserError(f"batch_size={global_batch} cannot be split over {count} processes")
+        self._global = global_batch
+        self._local = global_batch // count
+        self._offset = index * self._local
+        self._length = (len(parent) // global_batch) * self._local
+        self._desc = f"ProcessRows(global_batch={global_batch}, process={index}/{count})"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def parent_index(self, index: int) -> int:
+        q, r = divmod(index, self._local)
+        return q * self._global + self._offset + r
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self.parent_index(index)]
+
+    def _getitems(self, indices):
+        return self._parent._getitems([self.parent_index(i) for i in indices])
+
+    def __str__(self) -> str:
+        return self._desc
+
+
 class Loader:
     """An iterable over batches whose iterators save and restore their position exactly.
 
@@ -154,8 +195,10 @@ def make_loader(
 
     Batches are dicts: `image` float32 [-1, 1] (B, H, W, 3), `label` int32 (B,), and `mask`
     float32 {0, 1} (B, H, W, 1) when `arrays` has one. `num_epochs=None` repeats forever.
-    Each process reads a disjoint, strided shard of the records (`jax.process_index()`), so
-    multi-host runs never duplicate an image within a global batch. Scaling runs on whole
+    The record stream (shuffle, repeat, augmentation) is the same on every process; process p
+    reads only rows [p*L, (p+1)*L) of each global batch (`ProcessRows`), so the processes read
+    disjoint records and the global batches, hence the trained model, do not depend on how many
+    processes share the work. Scaling runs on whole
     batches (vectorised); only the random flips/rotations are per record.
     """
     if augment not in AUGMENTATIONS:
@@ -166,18 +209,18 @@ def make_loader(
     batch = local_batch_size(global_batch_size)
     index, count = jax.process_index(), jax.process_count()
     ds = grain.MapDataset.source(source)
-    if count > 1:
-        ds = ds[index::count]
-    if drop_remainder and len(ds) < batch:
+    if drop_remainder and len(ds) < global_batch_size:
         raise UserError(
             f"batch_size={global_batch_size} is larger than the {len(source)} training images"
         )
-    num_records = len(ds)
+    num_records = len(ds) // count
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
     if augment != "none":
         ds = ds.random_map(RandomDihedral(rot90=augment == "flip_rot90"), seed=seed + 1)
+    if count > 1:
+        ds = ProcessRows(ds, global_batch_size, index, count)
     ds = ds.batch(batch, drop_remainder=drop_remainder).map(ToModelInput())
     it_ds = ds.to_iter_dataset()
     if worker_count > 0:
