@@ -84,6 +84,32 @@ def test_tiny_folder_is_a_flax_sd_pipeline(tiny_model):
     assert sdp.check_model_folder(tiny_model) is False  # Flax weights: no conversion needed
 
 
+def test_loads_a_folder_saved_with_pytorch_class_names(tiny_model, loaded, tmp_path):
+    """SD v1.5's own model_index.json names PyTorch classes (and a safety checker / feature
+    extractor we drop); the Flax classes must be picked and our scheduler swapped in."""
+    from diffusers import FlaxDPMSolverMultistepScheduler
+
+    real_style = _set_class(tiny_model, tmp_path / "v15_layout", "StableDiffusionPipeline")
+    index = json.loads((real_style / "model_index.json").read_text())
+    index.update(
+        scheduler=["diffusers", "PNDMScheduler"],
+        text_encoder=["transformers", "CLIPTextModel"],
+        unet=["diffusers", "UNet2DConditionModel"],
+        vae=["diffusers", "AutoencoderKL"],
+        safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+        feature_extractor=["transformers", "CLIPImageProcessor"],
+    )
+    (real_style / "model_index.json").write_text(json.dumps(index))
+    other = sdp.load_pipeline(real_style, scheduler="dpm", reuse=False)
+    assert isinstance(other.pipe.scheduler, FlaxDPMSolverMultistepScheduler)
+    assert other.pipe.safety_checker is None
+    import jax
+
+    for a, b in zip(jax.tree.leaves(other.params["unet"]), jax.tree.leaves(loaded.params["unet"])):
+        assert a.shape[0] == 1  # leading device axis
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_tokenizer_round_trips_ascii(loaded):
     tok = loaded.pipe.tokenizer
     ids = tok("the tumour, 2x")["input_ids"]

@@ -254,16 +254,18 @@ def load_pipeline(
     key = (str(root), _folder_fingerprint(root), scheduler, dtype, tuple(jax.local_devices()))
     if reuse and _LAST_LOADED.get("key") == key:
         return _LAST_LOADED["loaded"]
-    _LAST_LOADED.clear()  # drop the old params before loading new ones
+    if reuse:
+        _LAST_LOADED.clear()  # drop the old params before loading new ones
     quiet_hf_logging()
     from diffusers import FlaxStableDiffusionPipeline
 
     sched, sched_state = make_scheduler(model_path, scheduler)
     jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     try:
+        # The folder's own scheduler is loaded and then replaced: passing ours here fails in
+        # diffusers' class check when model_index.json names a PyTorch scheduler class.
         pipe, params = FlaxStableDiffusionPipeline.from_pretrained(
             str(model_path),
-            scheduler=sched,
             safety_checker=None,
             feature_extractor=None,
             local_files_only=True,
@@ -273,6 +275,7 @@ def load_pipeline(
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--model {model_path}: cannot load the pipeline ({first})") from None
+    pipe.register_modules(scheduler=sched)  # before any call: the pmap cache keys on `pipe`
     params = {k: v for k, v in params.items() if k in ("unet", "vae", "text_encoder")}
     params = _cast_floats(params, np.dtype(jdtype))
     params["scheduler"] = sched_state
