@@ -254,3 +254,22 @@ def test_resegmentation_on_phantom_tiles_beats_shuffled_masks():
     scores = mask_guided_iou(images, masks)
     # The phantom's nuclei are haematoxylin-dense: the deconvolution segmenter should find them.
     assert scores["iou"] > scores["iou_shuffled"] + 0.1
+
+
+def test_load_masks_binarises_resizes_and_names_bad_files(tmp_path):
+    from PIL import Image
+
+    from jaxsynth.diffusion.masks import load_masks
+    from jaxsynth.errors import UserError
+
+    m = np.zeros((32, 32), np.uint8)
+    m[8:16, 8:24] = 255
+    Image.fromarray(m).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", (m > 0)[:16, :16])
+    masks, names = load_masks(tmp_path, 16)
+    assert names == ["a.png", "b.npy"] and masks.shape == (2, 16, 16, 1)
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    np.testing.assert_array_equal(masks[0, ..., 0], m[::2, ::2] > 0)  # nearest: stays binary
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="c.png"):
+        load_masks(tmp_path, 16)
