@@ -239,6 +239,7 @@ def _set_class(tiny_model: Path, dst: Path, class_name: str) -> Path:
         ("no_weights", [], "unet/ has neither Flax weights"),
         ("pytorch_class", [], "'StableDiffusion3Pipeline' is a PyTorch-only pipeline"),
         ("img2img_class", [], "not a text-to-image Stable Diffusion pipeline"),
+        ("no_class", [], "no _class_name"),
         ("ok", ["--out-size", "0"], "--out-size 0"),
         ("ok", ["--size", "36"], "--size 36: must be a positive multiple of 8"),
         ("ok", ["--steps", "0"], "--steps 0"),
@@ -259,6 +260,7 @@ def test_bad_input_is_one_line_exit_2(
         "img2img_class": lambda: _set_class(
             tiny_model, tmp_path / "i2i", "StableDiffusionImg2ImgPipeline"
         ),
+        "no_class": lambda: _set_class(tiny_model, tmp_path / "nc", ""),
         "ok": lambda: tiny_model,
     }[case]()
     args = ["sd", "sample", "--model", str(model), *CLI_SETTINGS, "--num", "2", *extra]

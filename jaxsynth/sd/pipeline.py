@@ -82,7 +82,9 @@ def check_model_folder(model_path: str | Path) -> bool:
         index = json.loads(index_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{index_file}: not valid JSON ({e})") from None
-    class_name = str(index.get("_class_name", ""))
+    class_name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+    if not class_name:
+        raise UserError(f"{index_file}: no _class_name (not a diffusers pipeline index)")
     base_name = class_name.removeprefix("Flax")
     if class_name not in TEXT_TO_IMAGE_CLASSES:
         import diffusers
