@@ -21,6 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxsynth.errors import UserError
 
 AUGMENTATIONS = ("none", "flip", "flip_rot90")
+READ_THREADS = 2  # threads reading (and augmenting) batches ahead of the training loop
+READ_AHEAD_BATCHES = 4  # batches buffered ahead per process
 
 
 class ArraySource:
@@ -222,7 +224,13 @@ def make_loader(
     if count > 1:
         ds = ProcessRows(ds, global_batch_size, index, count)
     ds = ds.batch(batch, drop_remainder=drop_remainder).map(ToModelInput())
-    it_ds = ds.to_iter_dataset()
+    # Bounded read-ahead: Grain's default (16 threads, 500 batches) keeps the host busy for
+    # hundreds of batches at start-up and competes with tracing/compiling for the GIL (tracing a
+    # GAN step took 6-10x longer with it, bench/README); a few batches ahead is enough to hide
+    # loading behind a training step.
+    it_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=READ_AHEAD_BATCHES)
+    )
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
