@@ -196,6 +196,15 @@ def main() -> int:
                             row[f"jax_over_torch_{mode}"] = j["steps_per_s"] / sps
                 rows.append(row)
                 print(format_row(row), flush=True)
+                write_result(rows, peak)  # after every row: a cut-short run keeps its numbers
+    out = write_result(rows, peak)
+    print()
+    print(markdown_table(rows, peak))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def write_result(rows, peak) -> Path:
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -212,10 +221,7 @@ def main() -> int:
     out = Path(ARGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print()
-    print(markdown_table(rows, peak))
-    print(f"\nwrote {out}")
-    return 0
+    return out
 
 
 def _torch_sps(row, mode):

@@ -240,16 +240,26 @@ def test_ema_update_matches_numpy():
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    steps = ["num_steps=12", "checkpoint_every=5", "train.sample_every=0", "train.ssim_every=0"]
-    work = tmp_path / "term"
-    proc = start_child(tmp_path, work, tmp_path / "t.npz", *steps, "train.debug_sleep_s=0.4")
-    deadline = time.time() + 300
-    while not (work / "checkpoints" / "5").is_dir():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    info = finish(proc)
-    assert 5 < info["step"] < 12
-    ckpt = RunCheckpointer(work)
-    assert ckpt.latest_step() == info["step"]  # saved where it stopped, not only at 5
+    import threading
+
+    config = smoke(num_steps=12, checkpoint_every=5)
+    config.train.sample_every = 0
+    config.train.ssim_every = 0
+    config.train.debug_sleep_s = 0.3
+
+    def send_sigterm_after_first_checkpoint():
+        deadline = time.time() + 300
+        while not (tmp_path / "checkpoints" / "5").is_dir() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True)
+    killer.start()
+    result = train(config, tmp_path, tiny_data())  # the engine's handler turns it into a stop
+    killer.join(timeout=10)
+    assert result.interrupted and 5 < result.step < 12
+    ckpt = RunCheckpointer(tmp_path)
+    assert ckpt.latest_step() == result.step  # saved where it stopped, not only at 5
     ckpt.close()
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored afterwards
