@@ -51,13 +51,13 @@ CHILD = textwrap.dedent(
     out = sys.argv[1]
     import hashlib
     import jaxsynth.train.loop as loop
-    reads = []  # per step: a fingerprint of every image row this process fed into the step
-    original_to_global = loop.to_global
-    def recording_to_global(batch, mesh):
-        reads.append([hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest()[:16]
-                      for r in np.asarray(batch["image"])])
-        return original_to_global(batch, mesh)
-    loop.to_global = recording_to_global
+    reads = {}  # first step of a dispatch -> fingerprints of the image rows this process read
+    original_device_batch = loop._device_batch
+    def recording_device_batch(first, local, mesh, poison):
+        reads[first] = [hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest()[:16]
+                        for b in local for r in np.asarray(b["image"])]
+        return original_device_batch(first, local, mesh, poison)
+    loop._device_batch = recording_device_batch
     original_train = loop.train
     def recording_train(*args, **kwargs):
         import jax
@@ -66,7 +66,8 @@ CHILD = textwrap.dedent(
         tag = f"{out}.p{jax.process_index()}"
         np.savez(tag + ".npz", *leaves)
         with open(tag + ".json", "w") as f:
-            json.dump({"reads": reads, "process_index": jax.process_index(),
+            json.dump({"reads": [reads[k] for k in sorted(reads)],
+                       "process_index": jax.process_index(),
                        "process_count": jax.process_count(), "devices": jax.device_count(),
                        "local_devices": jax.local_device_count(),
                        "resumed_from": result.resumed_from, "step": result.step}, f)
