@@ -22,6 +22,7 @@ import ml_collections
 import optax
 
 from jaxsynth.models.gan import Discriminator, Generator
+from jaxsynth.train.precision import cast_floats, compute_dtype, like
 from jaxsynth.train.state import ModelState, TrainState
 
 DIFFAUG_POLICIES = ("color", "translation", "cutout")
@@ -130,6 +131,7 @@ class GanTask:
         self.n_critic = int(g.n_critic) if self.loss == "wgan_gp" else 1
         self.gp_weight = float(g.gp_weight)
         self.ema_decay = float(g.ema_decay)
+        self.dtype = compute_dtype(config)  # float32 params, this dtype inside apply
         if config.batch_size % self.n_critic:
             raise ValueError(
                 f"batch_size={config.batch_size} must divide by n_critic={self.n_critic}"
@@ -145,18 +147,24 @@ class GanTask:
         return diff_augment(x, rng, self.policy) if self.policy else x
 
     def _generate(self, g: ModelState, params, z, labels, train: bool):
+        params, z = cast_floats(params, self.dtype), cast_floats(z, self.dtype)
         variables = {"params": params, **({"batch_stats": g.batch_stats} if g.batch_stats else {})}
         if train and g.batch_stats:
             out, new = self.generator.apply(
                 variables, z, labels, train=True, mutable=["batch_stats"]
             )
-            return out, new["batch_stats"]
-        return self.generator.apply(variables, z, labels, train=train), g.batch_stats
+            return out.astype(jnp.float32), like(new["batch_stats"], g.batch_stats)
+        out = self.generator.apply(variables, z, labels, train=train)
+        return out.astype(jnp.float32), g.batch_stats
 
     def _critic(self, params, x, labels, rng):
         return self.discriminator.apply(
-            {"params": params}, x, labels, train=True, rngs={"dropout": rng}
-        )
+            {"params": cast_floats(params, self.dtype)},
+            cast_floats(x, self.dtype),
+            labels,
+            train=True,
+            rngs={"dropout": rng},
+        ).astype(jnp.float32)
 
     # -- Task interface ----------------------------------------------------------------------
     def init(self, rng: jax.Array, sample_batch: dict) -> TrainState:

@@ -19,6 +19,7 @@ def engine_config() -> ml_collections.ConfigDict:
     t.ssim_every = 500  # steps between SSIM-to-real evaluations (0 = never)
     t.ssim_samples = 64  # generated images per SSIM evaluation
     t.data_workers = 0  # Grain worker processes
+    t.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 params (GPU/TPU)
     t.prefetch = 2  # dispatches read + put on device ahead, in a thread (0 = inline)
     t.debug_nan_at_step = -1  # test knob: poison the batch at this step to exercise the guard
     t.debug_sleep_s = 0.0  # test knob: host sleep after each dispatch (kill -9 tests)
