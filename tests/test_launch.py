@@ -288,3 +288,20 @@ def test_tpu_vm_requires_name_zone_and_arguments():
     assert "--name is required" in run("tpu_vm.sh", "--zone", "z", "--", "train").stderr
     out = run("tpu_vm.sh", "--name", "t", "--zone", "z")
     assert out.returncode == 2 and "jaxsynth arguments" in out.stderr
+
+
+# ----------------------------------------------------------------------------- mesh.py
+def test_distributed_args_from_the_environment():
+    from jaxsynth.errors import UserError
+    from jaxsynth.train.mesh import distributed_args
+
+    assert distributed_args({}) is None  # one process: jax.distributed is not started
+    assert distributed_args(
+        {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+    ) == {"coordinator_address": "h:1", "num_processes": 4, "process_id": 3}
+    # Only the coordinator (slurm.sbatch): jax fills the rest from SLURM_* itself.
+    assert distributed_args({"JAX_COORDINATOR_ADDRESS": "h:1"}) == {"coordinator_address": "h:1"}
+    # Cloud TPU (tpu_vm.sh): everything auto-detected.
+    assert distributed_args({"JAXSYNTH_DISTRIBUTED": "1"}) == {"coordinator_address": None}
+    with pytest.raises(UserError, match="JAX_PROCESS_ID='one' is not an integer"):
+        distributed_args({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_PROCESS_ID": "one"})
