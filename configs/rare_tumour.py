@@ -48,6 +48,8 @@ def get_config(arg=None):
     c.checkpoint_every = 200
 
     c.data.source = "phantom"
+    # source classes in label order; `NATIVE:name` renames (e.g. "NORM:normal" for NCT folders)
+    c.data.classes = ("normal", "tumour")
     c.data.minority_class = "tumour"
     c.data.phantom = ml_collections.ConfigDict({"num_per_class": 2000})
     c.data.split = _split(train=(800, 80), val=(100, 10), test=(1000, 100))
