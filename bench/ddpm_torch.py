@@ -20,7 +20,7 @@ from torch import nn
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:
-    for g in range(min(max_groups, channels), 0, -1):
+    for g in range(min(max_groups, max(1, channels // 4)), 0, -1):
         if channels % g == 0:
             return g
     return 1

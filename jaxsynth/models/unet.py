@@ -13,8 +13,8 @@ three conditioning modes of paper 002 and of issue 4:
 
 Upsampling is nearest-neighbour + 3x3 conv rather than a transposed conv: XLA:CPU lowers
 transposed convolutions badly (STACK.md), and nearest + conv avoids checkerboard artefacts anyway.
-GroupNorm group counts are clamped to a divisor of the channel count, so tiny smoke models
-(e.g. 8 channels) stay valid.
+GroupNorm group counts are clamped to a divisor of the channel count with >= 4 channels per
+group, so tiny smoke models (e.g. 8 channels) stay valid and still see the embeddings.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from flax import linen as nn
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:
-    """The largest group count <= `max_groups` that divides `channels` (GroupNorm needs that)."""
-    for g in range(min(max_groups, channels), 0, -1):
+    """The largest group count <= `max_groups` that divides `channels` and leaves at least 4
+    channels per group. WHY the 4: with one channel per group GroupNorm is InstanceNorm and
+    removes the per-channel shift by which the time/label embedding enters each ResBlock, so a
+    tiny model would ignore t and the label (found by a test)."""
+    for g in range(min(max_groups, max(1, channels // 4)), 0, -1):
         if channels % g == 0:
             return g
     return 1
