@@ -201,11 +201,21 @@ def summarise(peak: dict, runs: dict, ddpm_flops: float | None) -> dict:
         for r in tb.get("rows", []):
             if r.get("impl", "phase") != "phase":
                 continue
-            steps = r["jax"]["steps_per_s"]
-            torch = r.get("torch") or {}
-            eager = (torch.get("eager") or {}).get("steps_per_s")
-            comp = (torch.get("compile") or {}).get("steps_per_s")
-            flops = r["jax"].get("flops_per_step")
+            # train_bench.py writes nested {"jax": {...}, "torch": {...}}; hand-merged partial
+            # results use flat keys (jax_steps_per_s, torch_eager_steps_per_s, ...): read both.
+            jax_r, torch = r.get("jax") or {}, r.get("torch") or {}
+            steps = jax_r.get("steps_per_s") or r.get("jax_steps_per_s")
+            if not steps:
+                continue
+            eager = (torch.get("eager") or {}).get("steps_per_s") or r.get(
+                "torch_eager_steps_per_s"
+            )
+            comp = (torch.get("compile") or {}).get("steps_per_s") or r.get(
+                "torch_compile_steps_per_s"
+            )
+            flops = jax_r.get("flops_per_step") or (
+                r["model_gflop_per_step"] * 1e9 if r.get("model_gflop_per_step") else None
+            )
             training.append(
                 {
                     "model": r["model"],

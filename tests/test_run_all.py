@@ -36,6 +36,9 @@ def fake_results(d: Path) -> None:
          "torch": {"eager": {"steps_per_s": 0.25}, "compile": {"error": "boom"}}},
         {"model": "dcgan", "image_size": 64, "images_per_step": 64, "impl": "lax",
          "jax": {"steps_per_s": 0.01, "flops_per_step": 126e9}},
+        {"model": "cgan", "image_size": 64, "images_per_step": 64, "impl": "phase",
+         "jax_steps_per_s": 0.25, "model_gflop_per_step": 100.0,
+         "torch_eager_steps_per_s": 0.5, "torch_compile_steps_per_s": 0.2},
     ]})  # fmt: skip
     write(d, "data_bench", {"rows": [
         {"size": 64, "workers": 0, "grain_img_s": 3200.0, "numpy_loop_img_s": 1.0},
@@ -54,13 +57,17 @@ def test_collect_only_summary(run_all, tmp_path):
     peak = result["matmul_peak"]["gflops"]
     assert peak > 0 and result["matmul_peak"]["n"] == 128
     s = result["summary"]
-    (dcgan,) = s["training"]  # the non-default ConvT implementation row is not a model row
+    # the non-default ConvT implementation row is not a model row; flat-key rows are read too
+    dcgan, cgan = s["training"]
+    assert cgan["jax_over_torch_eager"] == pytest.approx(0.5)
+    assert cgan["jax_over_torch_compile"] == pytest.approx(1.25)
+    assert cgan["mfu_pct"] == pytest.approx(100 * 100 * 0.25 / peak)
     assert dcgan["jax_img_per_s"] == pytest.approx(32.0)
     assert dcgan["torch_eager_img_per_s"] == pytest.approx(16.0)
     assert dcgan["jax_over_torch_eager"] == pytest.approx(2.0)
     assert dcgan["torch_compile_img_per_s"] is None
     assert dcgan["mfu_pct"] == pytest.approx(100 * 126 * 0.5 / peak)
-    assert s["best_mfu_pct"] == pytest.approx(dcgan["mfu_pct"])
+    assert s["best_mfu_pct"] == pytest.approx(max(dcgan["mfu_pct"], cgan["mfu_pct"]))
     loader = {r["image_size"]: r for r in s["loader"]}
     assert loader[64]["loader_over_training"] == pytest.approx(100.0)  # 3200 / 32
     assert loader[128]["loader_over_training"] is None  # no model trained at 128 px
@@ -69,6 +76,7 @@ def test_collect_only_summary(run_all, tmp_path):
     assert s["runs"]["ddpm_bench"]["status"] == "missing"
     text = md.read_text()
     assert "| dcgan | 64 | 64 | 32.0 | 16.0 | - | 2.00× ✓ | 126.0 |" in text
+    assert "| cgan | 64 | 64 | 16.0 | 32.0 | 12.8 | 0.50× ✗ | 100.0 |" in text
     assert "| 64 | 0 | 3200 | 32.0 | 100.0× ✓ |" in text
     assert "GFLOP/s" in text and "Load average" in text
 
