@@ -56,10 +56,39 @@ def get_config(arg=None):
 
     c.generators = GENERATORS
     c.gen = ml_collections.ConfigDict()
-    c.gen.dcgan = _gen("dcgan", num_steps=600, batch_size=32)
-    c.gen.cgan = _gen("cgan", num_steps=600, batch_size=32)
-    c.gen.wgan_gp = _gen("wgan_gp", num_steps=300, batch_size=32)
-    c.gen.ddpm = _gen("ddpm", num_steps=800, batch_size=32)
+    # CPU-sized generators: the whole default study must finish in minutes on a 2-core CPU.
+    # Narrower than the papers' nets and far fewer steps (see `:paper` for the real settings).
+    small_gan = (
+        "model.g_base_width=32",
+        "model.g_max_width=128",
+        "model.d_base_width=32",
+        "model.d_max_width=128",
+        "train.sample_every=100",
+        "train.ssim_every=100",
+        "train.ssim_samples=32",
+        "train.log_every=50",
+    )
+    c.gen.dcgan = _gen("dcgan", num_steps=300, batch_size=32, overrides=small_gan)
+    c.gen.cgan = _gen(
+        "cgan", num_steps=300, batch_size=32, overrides=small_gan + ("model.latent_dim=128",)
+    )
+    c.gen.wgan_gp = _gen("wgan_gp", num_steps=100, batch_size=32, overrides=small_gan)
+    c.gen.ddpm = _gen(
+        "ddpm",
+        num_steps=300,
+        batch_size=32,
+        overrides=(
+            "model.base_channels=16",
+            "model.channel_mults=(1, 2)",
+            "model.num_res_blocks=1",
+            "model.attention_resolutions=(8,)",
+            "model.num_heads=1",
+            "sampler.steps=20",
+            "train.sample_every=0",
+            "optim.warmup_steps=50",
+            "train.log_every=50",
+        ),
+    )
 
     c.sd = ml_collections.ConfigDict()
     c.sd.model_path = ""  # a local diffusers SD folder (Flax weights); empty = SD arm off
