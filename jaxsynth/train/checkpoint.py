@@ -118,6 +118,8 @@ def load_trained(workdir: str | Path, step: int | None = None):
         sample_batch = {
             "image": np.zeros((int(config.batch_size), size, size, 3), np.float32),
             "label": np.zeros((int(config.batch_size),), np.int32),
+            # shapes only; tasks conditioned on masks (mask-guided DDPM) need the key to init
+            "mask": np.zeros((int(config.batch_size), size, size, 1), np.float32),
         }
         rep = replicated(make_mesh())
         abstract = jax.eval_shape(task.init, jax.random.PRNGKey(0), sample_batch)

@@ -32,12 +32,22 @@ def resolve_label(config, conditional: bool, label: str | None) -> int | None:
 
 
 def sample_images(
-    task, state, config, *, num: int, seed: int, label: str | None = None, progress=None
+    task,
+    state,
+    config,
+    *,
+    num: int,
+    seed: int,
+    label: str | None = None,
+    options: dict | None = None,
+    masks: np.ndarray | None = None,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`num` uint8 images (N, H, W, 3) and their int32 labels from `task.sample`.
+    """`num` uint8 images (N, H, W, 3) and their int32 labels from the task's sampler.
 
     Unconditional models trained on one class get that class's label; conditional models draw
-    `label` (or random labels when None).
+    `label` (or random labels when None). `options` (sampler, steps, eta, guidance) and `masks`
+    (float {0, 1} (N, H, W, 1), one per image) go to tasks with `sample_with_options` (DDPM).
     """
     import jax
     import jax.numpy as jnp
@@ -49,10 +59,28 @@ def sample_images(
     conditional = bool(getattr(task, "conditional", False))
     label_idx = resolve_label(config, conditional, label)
     n_chunk = min(CHUNK, num)
-    draw = jax.jit(lambda st, rng, lb: task.sample(st, rng, n_chunk, lb))
+    with_options = hasattr(task, "sample_with_options")
+    if (options or masks is not None) and not with_options:
+        raise UserError(
+            f"--sampler/--steps/--eta/--guidance/--masks: task '{task.name}' has no such options"
+        )
+    if with_options:
+        from jaxsynth.tasks.ddpm import sampler_options
+
+        opts = sampler_options(task, **(options or {}))
+        draw = jax.jit(
+            lambda st, rng, lb, m: task.sample_with_options(
+                st, rng, n_chunk, labels=lb, masks=m, options=opts
+            )
+        )
+    else:
+        draw = jax.jit(lambda st, rng, lb, m: task.sample(st, rng, n_chunk, lb))
+    if masks is not None and len(masks) < num:
+        raise UserError(f"--masks: {len(masks)} masks for {num} images")
     base = jax.random.PRNGKey(seed)
     images, labels = [], []
     for i, start in enumerate(range(0, num, n_chunk)):
+        take = min(n_chunk, num - start)
         if conditional:
             lb = (
                 jnp.full((n_chunk,), label_idx, jnp.int32)
@@ -66,8 +94,11 @@ def sample_images(
             )
         else:
             lb = None
-        x = to_uint8(np.asarray(draw(state, jax.random.fold_in(base, i), lb)))
-        take = min(n_chunk, num - start)
+        m = None
+        if masks is not None:
+            m = np.zeros((n_chunk, *masks.shape[1:]), np.float32)
+            m[:take] = masks[start : start + take]
+        x = to_uint8(np.asarray(draw(state, jax.random.fold_in(base, i), lb, m)))
         images.append(x[:take])
         labels.append(np.asarray(lb)[:take] if lb is not None else np.full(take, -1))
         if progress:
