@@ -36,7 +36,7 @@ RESULTS = HERE / "results"
 
 # name -> (quick arguments, reason they are enough). Full runs use each script's defaults.
 BENCHMARKS: dict[str, list[str]] = {
-    "train_bench": ["--sizes", "64", "--steps", "2", "--torch-modes", "eager"],
+    "train_bench": ["--sizes", "64", "--batch", "32", "--steps", "2", "--torch-modes", "eager"],
     "data_bench": ["--seconds", "1.5"],
     "ddpm_bench": [
         "--train-steps",
