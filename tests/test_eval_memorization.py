@@ -49,3 +49,26 @@ def test_nearest_matches_brute_force():
     full = np.linalg.norm(q[:, None] - r[None], axis=-1)
     np.testing.assert_array_equal(i, full.argmin(1))
     np.testing.assert_allclose(d, full.min(1), rtol=1e-12)
+
+
+def test_average_looking_images_are_not_called_copies():
+    """A mode-collapsed generator's blurry 'mean' tile is near every real image — training and
+    held-out alike — and passes the distance threshold; it copies nothing and must not be
+    flagged (the train/held-out distance ratio tells them apart). A real copy still is."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(60, 200, (1, 16, 16, 3))
+    # Texture-rich tiles: independent detail around a shared layout. In high dimension the
+    # shared mean is closer to every tile (sigma*sqrt(D)) than tiles are to each other
+    # (sqrt(2)*sigma*sqrt(D)).
+    train = np.clip(base + rng.normal(0, 25, (60, 16, 16, 3)), 0, 255).astype(np.uint8)
+    heldout = np.clip(base + rng.normal(0, 25, (60, 16, 16, 3)), 0, 255).astype(np.uint8)
+    collapsed = np.repeat(np.rint(base).astype(np.uint8), 5, axis=0)
+    fake = np.concatenate([collapsed, train[[7]]])
+    extract = PixelExtractor(16)
+    rep = mem.memorization_report(
+        extract(fake), extract(train), extract(heldout), fake, train, heldout
+    )
+    s = rep["spaces"]["pixel"]
+    assert (s["distance"][:5] < s["threshold"]).all(), "the mean tile is within the threshold"
+    assert not rep["flagged"][:5].any()
+    assert rep["flagged"][5]

@@ -36,15 +36,22 @@ def nearest(
     return dist, idx
 
 
-def _space(fake, train, heldout, percentile: float) -> dict:
+def _space(fake, train, heldout, percentile: float, copy_ratio: float) -> dict:
     d_fake, i_fake = nearest(fake, train)
+    d_fake_held, _ = nearest(fake, heldout)
     d_held, _ = nearest(heldout, train)
     threshold = float(np.percentile(d_held, percentile))
+    # A copy is close to ITS training image, not merely close to the data: a blurry "average"
+    # or mode-collapsed sample sits near everything, training and held-out images alike, and
+    # would pass the distance threshold without being a copy of anything.
+    ratio = d_fake / np.maximum(d_fake_held, 1e-12)
     return {
         "distance": d_fake,
         "nearest_train": i_fake,
+        "distance_heldout": d_fake_held,
+        "train_heldout_ratio": ratio,
         "threshold": threshold,
-        "flagged": d_fake < threshold,
+        "flagged": (d_fake < threshold) & (ratio < copy_ratio),
     }
 
 
@@ -56,16 +63,25 @@ def memorization_report(
     train_pixels: np.ndarray | None = None,
     heldout_pixels: np.ndarray | None = None,
     percentile: float = 1.0,
+    copy_ratio: float = 0.8,
 ) -> dict:
     """Flag synthetic images closer to a training image than the `percentile`-th percentile of
-    held-out-real -> train nearest-neighbour distances, in feature space and (if pixels are
-    given) pixel space. Returns per-space details, `flagged` (bool (F,)) and `flagged_fraction`.
+    held-out-real -> train nearest-neighbour distances AND closer to that training image than
+    `copy_ratio` × their distance to the nearest held-out image (a copy of a training image,
+    not just a typical-looking image), in feature space and (if pixels are given) pixel space.
+    Returns per-space details, `flagged` (bool (F,)) and `flagged_fraction`.
     """
-    spaces = {"feature": _space(fake_features, train_features, heldout_features, percentile)}
+    spaces = {
+        "feature": _space(fake_features, train_features, heldout_features, percentile, copy_ratio)
+    }
     if fake_pixels is not None:
         to_unit = lambda a: np.asarray(a, np.float64).reshape(len(a), -1) / 255.0
         spaces["pixel"] = _space(
-            to_unit(fake_pixels), to_unit(train_pixels), to_unit(heldout_pixels), percentile
+            to_unit(fake_pixels),
+            to_unit(train_pixels),
+            to_unit(heldout_pixels),
+            percentile,
+            copy_ratio,
         )
     flagged = np.zeros(len(fake_features), bool)
     for s in spaces.values():
@@ -75,6 +91,7 @@ def memorization_report(
         "flagged": flagged,
         "flagged_fraction": float(flagged.mean()) if len(flagged) else 0.0,
         "percentile": percentile,
+        "copy_ratio": copy_ratio,
     }
 
 
