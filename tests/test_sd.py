@@ -269,3 +269,33 @@ def test_bad_input_is_one_line_exit_2(
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("jaxsynth: error:") and expect in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_sd_arm_of_the_study_samples_filters_and_trains_classifiers(tiny_model, tmp_path):
+    """`jaxsynth run --config.sd.model_path=DIR`: SD joins the study as a generator arm."""
+    from jaxsynth.config import load_config
+    from jaxsynth.study.rare_tumour import build_stages, run_stages
+
+    cfg = load_config(
+        "rare_tumour:smoke",
+        [
+            "--config.generators=()",
+            f"--config.sd.model_path={tiny_model}",
+            "--config.sd.size=32",
+            "--config.sd.steps=2",
+            "--config.sd.num=12",
+            "--config.classifier.seeds=(0,)",
+            "--config.classifier.synthetic_only_arms=false",
+        ],
+    )
+    results = run_stages(build_stages(cfg, tmp_path), cfg, tmp_path)
+    assert results["sample_sd"]["num"] == 12
+    (sample_dir,) = tmp_path.glob("stages/sample_sd-*")
+    with np.load(sample_dir / "synthetic.npz") as z:
+        assert z["images"].shape == (12, 16, 16, 3)  # resized to the study's image size
+    synth = results["synth_sd"]
+    assert synth["generated"] == 12 and 0 <= synth["kept"] <= 12
+    arm = results["arm_sd_s0"]
+    assert "skipped" in arm or arm["counts"]["synthetic"] == synth["kept"]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert "sd" in report["generators"]
