@@ -135,7 +135,7 @@ def quality_stage(name: str, workdir: Path):
     def fn(ctx):
         from jaxsynth.eval import fid as fid_lib
         from jaxsynth.eval import image_metrics, kid, memorization
-        from jaxsynth.eval.features import DomainExtractor, InceptionExtractor
+        from jaxsynth.eval.features import DomainExtractor, InceptionExtractor, PixelExtractor
 
         study = ctx.config
         split = load_or_build_split(study, workdir, progress=False)
@@ -151,11 +151,21 @@ def quality_stage(name: str, workdir: Path):
             domain_feature_fn(ctx.input_dir(f"arm_original_s{study.classifier.seeds[0]}")),
             name="paper_cnn_original",
         )
-        f_fake, f_train, f_held = domain(fake), domain(real_train), domain(heldout)
+        f_fake, f_held = domain(fake), domain(heldout)
+        inc = (
+            InceptionExtractor(study.eval.inception_weights)
+            if study.eval.inception_weights
+            else None
+        )
+        # Memorisation needs a feature space that did not learn the training images: the
+        # domain classifier did (its features pull anything tumour-like towards them), so the
+        # check uses Inception features when weights are given, else downsampled pixels; full
+        # pixels are always checked too.
+        mem_extract = inc or PixelExtractor(16)
         report = memorization.memorization_report(
-            f_fake,
-            f_train,
-            f_held,
+            mem_extract(fake),
+            mem_extract(real_train),
+            mem_extract(heldout),
             fake_pixels=fake,
             train_pixels=real_train,
             heldout_pixels=heldout,
@@ -169,6 +179,7 @@ def quality_stage(name: str, workdir: Path):
         np.savez_compressed(ctx.dir / "filtered.npz", images=fake[keep])
         ssim = image_metrics.ssim_to_set(fake, real_train)
         result = {
+            "memorization_features": mem_extract.id,
             "generated": len(fake),
             "kept": int(len(keep)),
             "flagged_fraction": report["flagged_fraction"],
@@ -179,8 +190,7 @@ def quality_stage(name: str, workdir: Path):
             "fid_features": "domain (paper-000 CNN trained on the original arm)",
         }
         result["fid"] = result["domain_fid"]
-        if study.eval.inception_weights:
-            inc = InceptionExtractor(study.eval.inception_weights)
+        if inc is not None:
             fi_fake, fi_held = inc(fake), inc(heldout)
             result["fid"] = fid_lib.fid_from_features(fi_held, fi_fake)
             result["inception_kid"] = kid.kid(fi_held, fi_fake, subset_size=100)["mean"]
