@@ -92,7 +92,9 @@ def test_running_out_is_a_one_line_error():
     with pytest.raises(UserError, match=r"data.split.train.tumour: asked for 8 images"):
         build_study_split(ToySource(n_tumour=12), seed=0, image_size=8, counts=COUNTS)
     with pytest.raises(UserError, match=r"data.split.test.benign: no class 'benign'"):
-        build_study_split(ToySource(), seed=0, image_size=8, counts={**COUNTS, "test": {"benign": 1}})
+        build_study_split(
+            ToySource(), seed=0, image_size=8, counts={**COUNTS, "test": {"benign": 1}}
+        )
 
 
 def test_leakage_guard_catches_a_planted_test_image():
