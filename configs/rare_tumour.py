@@ -72,7 +72,7 @@ def get_config(arg=None):
     c.gen.cgan = _gen(
         "cgan", num_steps=300, batch_size=32, overrides=small_gan + ("model.latent_dim=128",)
     )
-    c.gen.wgan_gp = _gen("wgan_gp", num_steps=100, batch_size=32, overrides=small_gan)
+    c.gen.wgan_gp = _gen("wgan_gp", num_steps=100, batch_size=40, overrides=small_gan)
     c.gen.ddpm = _gen(
         "ddpm",
         num_steps=300,

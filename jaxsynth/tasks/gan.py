@@ -133,8 +133,11 @@ class GanTask:
         self.ema_decay = float(g.ema_decay)
         self.dtype = compute_dtype(config)  # float32 params, this dtype inside apply
         if config.batch_size % self.n_critic:
-            raise ValueError(
-                f"batch_size={config.batch_size} must divide by n_critic={self.n_critic}"
+            from jaxsynth.errors import UserError
+
+            raise UserError(
+                f"batch_size={config.batch_size} must be divisible by gan.n_critic="
+                f"{self.n_critic} (each critic update takes its own slice of the batch)"
             )
 
     # -- helpers ---------------------------------------------------------------------------
