@@ -13,17 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-CACHE = os.path.join(tempfile.gettempdir(), "jaxsynth-test-jax-cache")
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-if "jax" not in sys.modules:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
+from fast_jax import CACHE, FAST_COMPILE, configure  # noqa: E402
+
+configure()  # before jax is imported
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -33,9 +29,6 @@ from PIL import Image  # noqa: E402
 from jaxsynth.config import load_config  # noqa: E402
 from jaxsynth.train.checkpoint import RunCheckpointer  # noqa: E402
 from jaxsynth.train.loop import TrainData, TrainingDiverged, train  # noqa: E402
-
-jax.config.update("jax_compilation_cache_dir", CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,17 +4,11 @@ training a few steps through the engine with finite losses."""
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 
-CACHE = os.path.join(tempfile.gettempdir(), "jaxsynth-test-jax-cache")
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-if "jax" not in sys.modules:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
+from fast_jax import configure  # noqa: E402
+
+configure()  # before jax is imported
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -29,8 +23,6 @@ from jaxsynth.tasks.gan import diff_augment, parse_policy  # noqa: E402
 from jaxsynth.train.loop import TrainData, train  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -22,16 +22,14 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fast_jax import CACHE, FAST_COMPILE
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = os.path.join(tempfile.gettempdir(), "jaxsynth-test-jax-cache")
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TIMEOUT_S = 240
 GLOBAL_BATCH = 8
 QUIET = [
