@@ -259,7 +259,36 @@ def _select_classes(source: Any, classes: list[tuple[str, str]] | None) -> Any:
     return ClassSubset(source, classes)
 
 
-class ClassSubset:
+class _LabelledSource:
+    """What every source here shares: labels in `self.labels`, decoding in
+    `load_with_conversions` (the conversions go to the skip report; `load` drops them)."""
+
+    labels: np.ndarray
+
+    def label_of(self, index: int) -> int:
+        return int(self.labels[index])
+
+    def load(self, index: int) -> Record:
+        return self.load_with_conversions(index)[0]
+
+    def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
+        raise NotImplementedError
+
+
+class _NativeSplitSource(_LabelledSource):
+    """A source made of a dataset's own splits (PCam, TFDS): one row per record."""
+
+    native_splits: tuple[str, ...]
+    _split_idx: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def split_of(self, index: int) -> str:
+        return self.native_splits[self._split_idx[index]]
+
+
+class ClassSubset(_LabelledSource):
     """A view of `base` with only some classes, relabelled in the order given and maybe renamed.
 
     Listing-time skips and native splits of the base source are passed through.
@@ -290,14 +319,8 @@ class ClassSubset:
     def __len__(self) -> int:
         return len(self._indices)
 
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
     def id_of(self, index: int) -> str:
         return self.base.id_of(int(self._indices[index]))
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         record, conversions = load_with_conversions(self.base, int(self._indices[index]))
@@ -340,7 +363,7 @@ def _visible_files(directory: Path) -> list[Path]:
 # folder:<root>
 
 
-class FolderSource:
+class FolderSource(_LabelledSource):
     """`<root>/<CLASS>/<image>`: one subfolder per class (NCT-CRC-HE-100K layout).
 
     Ids are `<CLASS>/<file name>` with the native folder name, stable across runs. Every
@@ -415,15 +438,9 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self._paths)
 
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
     def id_of(self, index: int) -> str:
         p = self._paths[index]
         return f"{p.parent.name}/{p.name}"
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         name = self.id_of(index)
@@ -473,7 +490,7 @@ def _gunzip_cached(path: Path, cache_dir: str | os.PathLike | None) -> Path:
     return out
 
 
-class PCamH5Source:
+class PCamH5Source(_NativeSplitSource):
     """PatchCamelyon HDF5 files, read lazily (one 96x96 tile per `load`).
 
     Items are ordered train, valid, test (native order inside each); ids are
@@ -586,20 +603,8 @@ class PCamH5Source:
         state["_h5"] = {}
         return state
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
-    def split_of(self, index: int) -> str:
-        return self.native_splits[self._split_idx[index]]
-
     def id_of(self, index: int) -> str:
         return f"pcam/{self.split_of(index)}/{int(self._rows[index]):06d}"
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         import h5py
@@ -618,7 +623,7 @@ class PCamH5Source:
 # kaggle_pcam:<dir>
 
 
-class KagglePCamSource:
+class KagglePCamSource(_LabelledSource):
     """Kaggle's PCam copy: `<dir>/train/<id>.tif` (96x96) labelled by `<dir>/train_labels.csv`.
 
     Ids are `kaggle_pcam/<id>`, sorted. Problems found while matching the CSV to the files are
@@ -687,14 +692,8 @@ class KagglePCamSource:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
     def id_of(self, index: int) -> str:
         return f"kaggle_pcam/{self._ids[index]}"
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         name = self.id_of(index)
@@ -711,7 +710,7 @@ TFDS_DEFAULT_SPLITS = {
 }
 
 
-class TfdsSource:
+class TfdsSource(_NativeSplitSource):
     """A TFDS dataset already prepared as array_record in a local data dir (no TensorFlow).
 
     Labels of all records are read once at open time (with image decoding skipped), since a
@@ -810,20 +809,8 @@ class TfdsSource:
         state["_sources"] = {}
         return state
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
-    def split_of(self, index: int) -> str:
-        return self.native_splits[self._split_idx[index]]
-
     def id_of(self, index: int) -> str:
         return f"tfds/{self.dataset}/{self.split_of(index)}/{int(self._rows[index]):06d}"
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         try:
@@ -883,7 +870,7 @@ def decode_record(data: bytes) -> Record:
         raise CorruptImage(f"malformed ArrayRecord record ({e})") from None
 
 
-class ArrayRecordSource:
+class ArrayRecordSource(_LabelledSource):
     """A dataset prepared by `data_prep/make_arrayrecord.py`: shards + `manifest.json`.
 
     Labels and ids come from the manifest (no decoding); `load` checks each image against its
@@ -929,14 +916,8 @@ class ArrayRecordSource:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def label_of(self, index: int) -> int:
-        return int(self.labels[index])
-
     def id_of(self, index: int) -> str:
         return self._ids[index]
-
-    def load(self, index: int) -> Record:
-        return self.load_with_conversions(index)[0]
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         from array_record.python.array_record_module import ArrayRecordReader
