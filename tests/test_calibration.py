@@ -18,8 +18,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pytest
-from sklearn.metrics import f1_score
 from sklearn.utils.class_weight import compute_class_weight
 
 from jaxsynth.data.phantom import DEFAULT_DIFFICULTY
@@ -57,16 +55,6 @@ def test_weighted_bce_matches_numpy():
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
-def test_choose_threshold_maximises_f1():
-    rng = np.random.default_rng(1)
-    labels = np.array([1] * 10 + [0] * 100)
-    probs = np.clip(rng.normal(0.3 + 0.3 * labels, 0.15), 0, 1)
-    t = classify.choose_threshold(probs, labels)
-    best = max(f1_score(labels, probs >= s) for s in np.unique(probs))
-    assert f1_score(labels, probs >= t) == pytest.approx(best)
-    assert not np.any(probs == t)  # the cut sits between two validation scores
-
-
 def test_paper_cnn_shapes_and_features():
     model = PaperCNN()
     x = jnp.zeros((3, 32, 32, 3))
@@ -81,26 +69,6 @@ def test_paper_cnn_shapes_and_features():
     np.testing.assert_allclose(via_method, feats)
     # two 3x3 VALID convs with 2x2 pooling: 32 -> 30 -> 15 -> 13 -> 6; 6*6*64 into the dense
     assert params["Dense_0"]["kernel"].shape == (6 * 6 * 64, 128)
-
-
-def test_fit_classifier_learns_a_separable_toy_and_keeps_best_epoch():
-    rng = np.random.default_rng(0)
-    labels = np.array([0, 1] * 40)
-    images = rng.integers(0, 60, (80, 16, 16, 3)).astype(np.uint8)
-    images[labels == 1] += 120  # tumour = bright
-    params, hist = classify.fit_classifier(
-        images[:60],
-        labels[:60],
-        val_images=images[60:],
-        val_labels=labels[60:],
-        epochs=4,
-        batch_size=16,
-        seed=0,
-    )
-    assert hist["best_epoch"] == int(np.argmin(hist["val_loss"]))
-    probs = classify.predict_proba(params, images[60:], batch_size=7)
-    assert probs.shape == (20,)
-    assert np.all((probs > 0.5) == (labels[60:] == 1))
 
 
 def test_engine_task_step_reduces_loss_on_a_fixed_batch():

@@ -80,6 +80,28 @@ def test_threshold_chosen_on_validation_maximises_f1():
     assert m["sensitivity"] + m["specificity"] - 1 == pytest.approx((tpr - fpr).max())
 
 
+@pytest.mark.parametrize("criterion", ["f1", "youden"])
+def test_threshold_matches_brute_force_with_ties_and_sits_between_scores(criterion):
+    """Brute force over every candidate cut (sklearn metrics); ties -> the highest threshold."""
+    rng = np.random.default_rng(5)
+    y = np.array([1] * 12 + [0] * 100)
+    s = np.round(np.clip(rng.normal(0.3 + 0.3 * y, 0.15), 0, 1), 2)  # many tied scores
+    t = cls.choose_threshold(y, s, criterion)
+    u = np.unique(s)
+    cands = np.r_[u[0] - 1e-9, (u[:-1] + u[1:]) / 2, u[-1] + 1e-9]
+
+    def value(c):
+        pred = (s >= c).astype(int)
+        if criterion == "f1":
+            return skm.f1_score(y, pred, zero_division=0)
+        return skm.recall_score(y, pred) + skm.recall_score(1 - y, 1 - pred) - 1
+
+    vals = np.array([value(c) for c in cands])
+    assert value(t) == pytest.approx(vals.max())
+    assert t == pytest.approx(cands[vals >= vals.max() - 1e-12].max(), abs=1e-8)
+    assert not np.any(s == t)
+
+
 def test_bootstrap_ci_covers_true_auc_and_f1_at_nominal_rate():
     """200 seeded replications of a test set whose true AUC and F1 are known in closed form."""
     shift, thr = 1.0, 0.5

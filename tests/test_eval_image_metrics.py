@@ -92,11 +92,15 @@ def test_ms_ssim_matches_reference_and_scales():
     np.testing.assert_allclose(np.asarray(im.ms_ssim(a, a)), 1.0, atol=1e-5)
 
 
-def test_ssim_to_set_equals_loop_over_skimage():
+@pytest.mark.parametrize("block", [None, 3 * 16 * 16 * 3])
+def test_ssim_to_set_equals_loop_over_skimage(block, monkeypatch):
+    """5 reals x 3 fakes: padded blocks; `block` = 3 pairs per block forces many blocks."""
+    if block:
+        monkeypatch.setattr(im, "PAIR_BLOCK_FLOATS", block)
     rng = np.random.default_rng(5)
-    real = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    real = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
     fake = np.concatenate([real[:1], rng.integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)])
-    out = im.ssim_to_set(fake, real, chunk=5)  # chunk not dividing 12 pairs: exercises padding
+    out = im.ssim_to_set(fake, real)
     ref = np.array([[sk_ssim(f, r) for r in real] for f in fake])
     np.testing.assert_allclose(out["per_image_mean"], ref.mean(1), atol=1e-4)
     np.testing.assert_allclose(out["per_image_max"], ref.max(1), atol=1e-4)

@@ -120,19 +120,32 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
 
 
 def choose_threshold(y_val, scores_val, criterion: str = "f1") -> float:
-    """Threshold on positive-class scores chosen on VALIDATION data: maximises the positive-class
-    F1 (`criterion="f1"`) or Youden's J = sensitivity + specificity - 1 (`"youden"`).
-    Candidates are midpoints between consecutive distinct scores (plus the extremes)."""
-    y = np.asarray(y_val, int)
-    u = np.unique(np.asarray(scores_val, np.float64))
-    cands = np.r_[u[0] - 1e-12, (u[:-1] + u[1:]) / 2, u[-1] + 1e-12] if len(u) > 1 else u
-    best, best_t = -1.0, 0.5
-    for t in cands:
-        m = binary_metrics(y, scores_val, t)
-        val = m["f1"] if criterion == "f1" else m["sensitivity"] + m["specificity"] - 1
-        if val > best:
-            best, best_t = val, float(t)
-    return best_t
+    """Threshold on positive-class scores chosen on VALIDATION data (predict positive when
+    score >= threshold): maximises the positive-class F1 (`criterion="f1"`) or Youden's
+    J = sensitivity + specificity - 1 (`"youden"`).
+
+    Candidates are the midpoints between consecutive distinct scores (plus one below the lowest
+    and one above the highest), so the cut never sits exactly on a validation example. Among
+    tied candidates the highest threshold wins (the fewest positive calls). Vectorised: one sort.
+    """
+    y = np.asarray(y_val, int).astype(bool)
+    s = np.asarray(scores_val, np.float64)
+    if criterion not in ("f1", "youden"):
+        raise ValueError(f"criterion must be 'f1' or 'youden', not '{criterion}'")
+    u = np.unique(s)[::-1]  # distinct scores, descending
+    if y.sum() == 0 or y.all() or len(u) < 2:
+        return 0.5  # degenerate validation data: nothing to choose from
+    # predicted positive at candidate k (k = 0: above everything) = scores >= u[k-1]
+    order = np.searchsorted(-u, -s)  # rank of each score among the distinct ones
+    tp = np.r_[0, np.cumsum(np.bincount(order, weights=y, minlength=len(u)))]
+    pp = np.r_[0, np.cumsum(np.bincount(order, minlength=len(u)))]
+    if criterion == "f1":
+        value = 2 * tp / (pp + y.sum())
+    else:
+        fp = pp - tp
+        value = tp / y.sum() - fp / max((~y).sum(), 1)
+    cands = np.r_[u[0] + 1e-12, (u[:-1] + u[1:]) / 2, u[-1] - 1e-12]
+    return float(cands[int(np.argmax(value))])
 
 
 def resample_indices(

@@ -38,23 +38,30 @@ def _gaussian_taps() -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
+@functools.cache
+def _filter_matrix(n: int) -> np.ndarray:
+    """(n, n) matrix M with (M @ v)[i] = sum_t taps[t] * v[reflect(i + t - RADIUS)]: the 11-tap
+    Gaussian with scipy's 'reflect' (numpy 'symmetric') borders as one matmul."""
+    taps = _gaussian_taps().astype(np.float64)
+    m = np.zeros((n, n), np.float64)
+    for i in range(n):
+        for t in range(WIN_SIZE):
+            k = i + t - RADIUS
+            k = -k - 1 if k < 0 else (2 * n - k - 1 if k >= n else k)
+            m[i, k] += taps[t]
+    return m.astype(np.float32)
+
+
 def _filter(x: jax.Array) -> jax.Array:
-    """Separable Gaussian over H and W of (B, H, W, C) with scipy's 'reflect' (= numpy
-    'symmetric') borders, output the same size as the input. Channels are folded into the
-    batch so one (11, 1) and one (1, 11) convolution serve any channel count."""
-    taps = jnp.asarray(_gaussian_taps())
-    b, h, w, c = x.shape
-    x = jnp.pad(x, [(0, 0), (RADIUS, RADIUS), (RADIUS, RADIUS), (0, 0)], mode="symmetric")
-    x = x.transpose(0, 3, 1, 2).reshape(b * c, h + 2 * RADIUS, w + 2 * RADIUS, 1)
-    dn = ("NHWC", "HWIO", "NHWC")
-    prec = jax.lax.Precision.HIGHEST
-    x = jax.lax.conv_general_dilated(
-        x, taps.reshape(WIN_SIZE, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=prec
-    )
-    x = jax.lax.conv_general_dilated(
-        x, taps.reshape(1, WIN_SIZE, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=prec
-    )
-    return x.reshape(b, c, h, w).transpose(0, 2, 3, 1)
+    """Separable Gaussian over H and W of (B, H, W, C), output the same size as the input.
+
+    Written as two small matmuls with band matrices that fold in the reflected borders: on a
+    CPU this is ~10x faster than a 1-channel convolution, and pairwise SSIM (paper 000's
+    each-synthetic-vs-every-real) is dominated by this filter."""
+    _, h, w, _ = x.shape
+    hi = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("ik,bkwc->biwc", jnp.asarray(_filter_matrix(h)), x, precision=hi)
+    return jnp.einsum("jk,bikc->bijc", jnp.asarray(_filter_matrix(w)), x, precision=hi)
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -187,36 +194,75 @@ def ms_ssim(x, y, data_range: float = 255.0, num_scales: int | None = None) -> j
     return _ms_ssim_unit(xb, yb, n)
 
 
-def _pairwise(fn, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
-    """Matrix M[i, j] = fn(a[i], b[j]) computed in chunks of pairs (bounded memory)."""
-    na, nb = len(a), len(b)
-    ii, jj = np.meshgrid(np.arange(na), np.arange(nb), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    out = np.empty(na * nb, np.float64)
-    for start in range(0, len(ii), chunk):
-        sl = slice(start, start + chunk)
-        idx_a, idx_b = ii[sl], jj[sl]
-        n = len(idx_a)
-        if n < chunk:  # pad to a fixed shape: one compilation for all chunks
-            idx_a = np.concatenate([idx_a, np.zeros(chunk - n, int)])
-            idx_b = np.concatenate([idx_b, np.zeros(chunk - n, int)])
-        out[sl] = np.asarray(fn(a[idx_a], b[idx_b]))[:n]
-    return out.reshape(na, nb)
+# float32 values per block of pairs in `ssim_matrix` (64 MB): bounds memory for big sets.
+PAIR_BLOCK_FLOATS = 16 << 20
 
 
-def ssim_to_set(
-    fake: np.ndarray, real: np.ndarray, data_range: float = 255.0, chunk: int = 256
-) -> dict:
+@jax.jit
+def _moments(x: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-image pieces of SSIM that do not depend on the other image: the image centred on
+    its mean, the mean, the filtered centred image and the local variance."""
+    m = jnp.mean(x, axis=(1, 2), keepdims=True)
+    xc = x - m
+    uc = _filter(xc)
+    return xc, m, uc, _filter(xc * xc) - uc * uc
+
+
+@jax.jit
+def _ssim_cross(a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> jax.Array:
+    """SSIM of every pair (i in a, j in b) from `_moments`: (A, B). Only the covariance needs
+    a filter per pair; the same arithmetic as `_ssim_maps`."""
+    c1, c2 = K1**2, K2**2
+    xc, mx, ux_c, vx = (t[:, None] for t in a)
+    yc, my, uy_c, vy = (t[None] for t in b)
+    prod = xc * yc
+    shape = prod.shape
+    vxy = _filter(prod.reshape(-1, *shape[2:])).reshape(shape) - ux_c * uy_c
+    ux, uy = ux_c + mx, uy_c + my
+    ssim_map = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1) * (2 * vxy + c2) / (vx + vy + c2)
+    r = (WIN_SIZE - 1) // 2
+    return jnp.mean(ssim_map[:, :, r:-r, r:-r, :], axis=(2, 3, 4))
+
+
+def _padded_moments(x: np.ndarray, rows: int) -> tuple[jax.Array, ...]:
+    pad = rows - len(x)
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    return _moments(x)
+
+
+def ssim_matrix(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """M[i, j] = SSIM(a[i], b[j]) for two sets of (N, H, W, C) images, float64 (A, B).
+
+    Per-image moments are computed once; blocks of pairs are padded to fixed shapes (powers of
+    two, bounded to ~64 MB of float32 per block) so one compiled program serves the whole set.
+    """
+    a = np.asarray(a, np.float32) / np.float32(data_range)
+    b = np.asarray(b, np.float32) / np.float32(data_range)
+    _check_size(a.shape)
+    pixels = int(np.prod(a.shape[1:]))
+    pairs = max(1, PAIR_BLOCK_FLOATS // pixels)  # pairs per block
+    rb = _bucket(len(b), max(1, pairs))
+    ra = _bucket(len(a), max(1, pairs // rb))
+    out = np.empty((len(a), len(b)), np.float64)
+    b_blocks = [(j, _padded_moments(b[j : j + rb], rb)) for j in range(0, len(b), rb)]
+    for i in range(0, len(a), ra):
+        ma = _padded_moments(a[i : i + ra], ra)
+        na = min(ra, len(a) - i)
+        for j, mb in b_blocks:
+            nb = min(rb, len(b) - j)
+            out[i : i + na, j : j + nb] = np.asarray(_ssim_cross(ma, mb))[:na, :nb]
+    return out
+
+
+def ssim_to_set(fake: np.ndarray, real: np.ndarray, data_range: float = 255.0) -> dict:
     """Paper 000's measure: each synthetic image vs every real image.
 
     Returns per-fake mean and max SSIM over the real set, and their averages:
     {"mean": mean over fakes of the mean SSIM, "max": mean over fakes of the max SSIM,
     "per_image_mean": (F,), "per_image_max": (F,), "argmax": (F,) index of the closest real}.
     """
-    a = np.asarray(fake, np.float32) / data_range
-    b = np.asarray(real, np.float32) / data_range
-    _check_size(a.shape)
-    m = _pairwise(lambda u, v: _ssim_unit(u, v), a, b, _bucket(len(a) * len(b), chunk))
+    m = ssim_matrix(fake, real, data_range)
     return {
         "mean": float(m.mean()),
         "max": float(m.max(axis=1).mean()),

@@ -132,3 +132,16 @@ class ConvTranspose4x4S2(nn.Module):
 
 
 conv_transpose_4x4_s2_jit = partial(jax.jit, static_argnames="impl")(conv_transpose_4x4_s2)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2×2 max pooling, stride 2, VALID (odd trailing rows/columns dropped), NHWC.
+
+    WHY: equal to `nn.max_pool(x, (2, 2), strides=(2, 2))`, but written as a reshape + max, whose
+    gradient is an elementwise mask instead of XLA's `select_and_scatter`; on XLA:CPU that
+    backward pass was 60 % of paper 000's CNN train step (9.8 vs 26.8 ms at batch 32, 32 px).
+    Gradients differ only where a window holds tied maxima (shared instead of first-wins).
+    """
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    return x[:, : 2 * h2, : 2 * w2].reshape(b, h2, 2, w2, 2, c).max(axis=(2, 4))

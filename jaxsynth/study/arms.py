@@ -96,14 +96,10 @@ def mix_arm(
 
 def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
     """Train the configured classifier on `arm`, threshold on real val, predict real test."""
-    from jaxsynth.tasks.classify import (
-        binary_metrics,
-        choose_threshold,
-        fit_classifier,
-        predict_proba,
-    )
+    from jaxsynth.eval.classification import binary_metrics, choose_threshold
+    from jaxsynth.tasks.classify import fit_classifier, predict_proba
 
-    model = build_classifier(cfg)
+    model = build_classifier(cfg, split.test.images.shape[1])
     params, history = fit_classifier(
         arm.images,
         arm.labels,
@@ -117,7 +113,7 @@ def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
         model=model,
     )
     val_probs = predict_proba(params, split.val.images, model=model)
-    threshold = choose_threshold(val_probs, split.val.labels)
+    threshold = choose_threshold(split.val.labels, val_probs)
     test_probs = predict_proba(params, split.test.images, model=model)
     return {
         "arm": arm.name,
@@ -127,20 +123,15 @@ def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
         "threshold": threshold,
         "test_probs": test_probs.tolist(),
         "val_probs": val_probs.tolist(),
-        "test_metrics": binary_metrics(test_probs, split.test.labels, threshold),
+        "test_metrics": binary_metrics(split.test.labels, test_probs, threshold),
     }, params
 
 
-def build_classifier(cfg):
-    """The classifier module named by `classifier.model`."""
+def build_classifier(cfg, image_size: int):
+    """The classifier module named by `classifier.model` for `image_size`-px patches."""
+    from jaxsynth.errors import UserError
     from jaxsynth.models import classifier as zoo
 
-    name = cfg.model
-    if name == "paper_cnn":
-        return zoo.PaperCNN()
-    factory = getattr(zoo, "build", None)
-    if factory is None:
-        from jaxsynth.errors import UserError
-
-        raise UserError(f"classifier.model='{name}': only 'paper_cnn' is available")
-    return factory(name)
+    if cfg.model not in zoo.MODELS:
+        raise UserError(f"classifier.model='{cfg.model}': unknown (one of {', '.join(zoo.MODELS)})")
+    return zoo.build(cfg.model, image_size)

@@ -148,8 +148,12 @@ def quality_stage(name: str, workdir: Path):
             [split.val.of_classes([minority]).images, split.test.of_classes([minority]).images]
         )
         domain = DomainExtractor(
-            domain_feature_fn(ctx.input_dir(f"arm_original_s{study.classifier.seeds[0]}")),
-            name="paper_cnn_original",
+            domain_feature_fn(
+                ctx.input_dir(f"arm_original_s{study.classifier.seeds[0]}"),
+                study.classifier,
+                study.image_size,
+            ),
+            name=f"{study.classifier.model}_original",
         )
         f_fake, f_held = domain(fake), domain(heldout)
         inc = (
@@ -187,7 +191,7 @@ def quality_stage(name: str, workdir: Path):
             "ssim_max_mean": ssim["max"],
             "domain_fid": fid_lib.fid_from_features(f_held, f_fake),
             "domain_kid": kid.kid(f_held, f_fake, subset_size=100, num_subsets=50)["mean"],
-            "fid_features": "domain (paper-000 CNN trained on the original arm)",
+            "fid_features": f"domain ({study.classifier.model} trained on the original arm)",
         }
         result["fid"] = result["domain_fid"]
         if inc is not None:
@@ -227,10 +231,11 @@ def load_params(path: Path):
     return serialization.msgpack_restore(Path(path).read_bytes())
 
 
-def domain_feature_fn(arm_dir: Path):
+def domain_feature_fn(arm_dir: Path, classifier_cfg, image_size: int):
     """Penultimate features of the original-arm classifier (images in [-1, 1])."""
-    from jaxsynth.models.classifier import PaperCNN
+    from jaxsynth.study.arms import build_classifier
+    from jaxsynth.tasks.classify import as_variables
 
-    params = load_params(Path(arm_dir) / "classifier.msgpack")
-    model = PaperCNN()
-    return lambda x: model.apply({"params": params}, x, method=model.features)
+    variables = as_variables(load_params(Path(arm_dir) / "classifier.msgpack"))
+    model = build_classifier(classifier_cfg, image_size)
+    return lambda x: model.apply(variables, x, method=model.features)

@@ -42,9 +42,26 @@ def canonical_model(model: nn.Module | None) -> nn.Module:
 
 
 class ClassifierState(train_state.TrainState):
-    """TrainState plus the dropout key (folded with the step, so every step differs)."""
+    """TrainState plus the dropout key (folded with the step, so every step differs) and the
+    BatchNorm running statistics (None for models without BatchNorm, e.g. `PaperCNN`)."""
 
     key: jax.Array = struct.field(default=None)
+    batch_stats: Any = None
+
+    def variables(self, params=None) -> dict:
+        """The Flax variables dict for `apply` (`params` defaults to the state's)."""
+        v = {"params": self.params if params is None else params}
+        if self.batch_stats is not None:
+            v["batch_stats"] = self.batch_stats
+        return v
+
+
+def as_variables(weights: Any) -> dict:
+    """Accept either a Flax variables dict ({"params": ..., maybe "batch_stats": ...}) or a bare
+    params tree (what older runs saved for `PaperCNN`) and return a variables dict."""
+    if isinstance(weights, dict) and "params" in weights:
+        return weights
+    return {"params": weights}
 
 
 def to_unit_range(images_uint8: np.ndarray) -> np.ndarray:
@@ -85,9 +102,13 @@ def create_state(
     """Initialise params (from `seed`) and Adam; `image_shape` is (H, W, C)."""
     key = jax.random.key(seed)
     init_key, dropout_key = jax.random.split(key)
-    params = _init_fn(model, tuple(image_shape))(init_key)["params"]
+    variables = _init_fn(model, tuple(image_shape))(init_key)
     state = ClassifierState.create(
-        apply_fn=model.apply, params=params, tx=_adam(float(lr)), key=dropout_key
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=_adam(float(lr)),
+        key=dropout_key,
+        batch_stats=variables.get("batch_stats"),
     )
     # An int32 array step (not the Python 0 of `create`) keeps one compiled step per model.
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -97,19 +118,29 @@ def train_step(state: ClassifierState, batch: dict[str, jnp.ndarray]):
     """One Adam step on the class-weighted BCE; returns (new state, {"loss": ...})."""
     dropout_key = jax.random.fold_in(state.key, state.step)
 
-    def loss_fn(params):
-        logits = state.apply_fn(
-            {"params": params}, batch["image"], train=True, rngs={"dropout": dropout_key}
-        )
-        return weighted_bce(logits, batch["label"], batch["weight"])
+    has_stats = state.batch_stats is not None
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), {"loss": loss}
+    def loss_fn(params):
+        out = state.apply_fn(
+            state.variables(params),
+            batch["image"],
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=["batch_stats"] if has_stats else False,
+        )
+        logits, updates = out if has_stats else (out, {})
+        return weighted_bce(logits, batch["label"], batch["weight"]), updates
+
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    if has_stats:
+        state = state.replace(batch_stats=updates["batch_stats"])
+    return state, {"loss": loss}
 
 
 def eval_step(state: ClassifierState, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
     """Sums over the (padded) batch: unweighted BCE (Keras' val_loss), correct count, count."""
-    logits = state.apply_fn({"params": state.params}, batch["image"], train=False)
+    logits = state.apply_fn(state.variables(), batch["image"], train=False)
     valid = batch["weight"] > 0
     bce = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(jnp.float32))
     correct = (logits > 0) == (batch["label"] > 0)
@@ -164,7 +195,8 @@ def fit_classifier(
     model: nn.Module | None = None,
     verbose: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train the classifier (paper 000 protocol); return the best-validation-loss params.
+    """Train the classifier (paper 000 protocol); return the best-validation-loss variables
+    (`{"params": ...}`, plus `"batch_stats"` for BatchNorm models) and the history.
 
     Images are uint8 NHWC. Shuffling, init and dropout all derive from `seed`. The last partial
     batch of an epoch is padded with zero-weight rows, so one compiled step serves every batch.
@@ -205,7 +237,7 @@ def fit_classifier(
         history["val_accuracy"].append(val_acc)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
-            best_params = jax.tree.map(lambda x: np.asarray(x), state.params)
+            best_params = jax.tree.map(lambda x: np.asarray(x), state.variables())
         if verbose:
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
@@ -221,59 +253,24 @@ def fit_classifier(
 @functools.cache
 def _predict_fn(model: nn.Module):
     """One jitted sigmoid(apply) per architecture (modules hash by their fields)."""
-    return jax.jit(lambda p, x: jax.nn.sigmoid(model.apply({"params": p}, x, train=False)))
+    return jax.jit(lambda v, x: jax.nn.sigmoid(model.apply(v, x, train=False)))
 
 
 def predict_proba(
-    params: Any, images: np.ndarray, model: nn.Module | None = None, batch_size: int = 256
+    weights: Any, images: np.ndarray, model: nn.Module | None = None, batch_size: int = 256
 ) -> np.ndarray:
-    """Tumour probabilities (float64 (N,)) for uint8 NHWC images, in fixed-size padded batches."""
+    """Tumour probabilities (float64 (N,)) for uint8 NHWC images, in fixed-size padded batches.
+    `weights` is what `fit_classifier` returned (or a bare params tree)."""
     fn = _predict_fn(canonical_model(model))
+    variables = as_variables(weights)
     out = np.empty(len(images), np.float64)
     batch_size = min(batch_size, max(len(images), 1))
     for start, (chunk, valid) in zip(
         range(0, len(images), batch_size), _padded_batches(len(images), batch_size), strict=True
     ):
-        probs = np.asarray(fn(params, to_unit_range(images[chunk])))
+        probs = np.asarray(fn(variables, to_unit_range(images[chunk])))
         out[start : start + valid.sum()] = probs[valid]
     return out
-
-
-def choose_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The probability threshold that maximises tumour F1 on (validation) data.
-
-    Predict tumour when p >= threshold. Among thresholds that reach the best F1, take the
-    highest score interval and return its midpoint (halfway to the next lower distinct score),
-    so the cut does not sit exactly on a validation example. 0.5 if there are no positives.
-    """
-    probs = np.asarray(probs, np.float64)
-    labels = np.asarray(labels).astype(bool)
-    if labels.sum() == 0:
-        return 0.5
-    scores = np.unique(probs)[::-1]  # distinct, descending
-    pos = np.array([np.sum(labels & (probs >= s)) for s in scores], np.float64)
-    npred = np.array([np.sum(probs >= s) for s in scores], np.float64)
-    f1 = 2 * pos / (npred + labels.sum())
-    k = int(np.argmax(f1))  # first = highest threshold among ties
-    lower = scores[k + 1] if k + 1 < len(scores) else 0.0
-    return float((scores[k] + lower) / 2)
-
-
-def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, tumour precision/recall/F1 at `threshold`, and ROC AUC (sklearn)."""
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
-
-    labels = np.asarray(labels).astype(int)
-    pred = (np.asarray(probs) >= threshold).astype(int)
-    both = len(np.unique(labels)) == 2
-    return {
-        "accuracy": float(np.mean(pred == labels)),
-        "precision": float(precision_score(labels, pred, zero_division=0)),
-        "recall": float(recall_score(labels, pred, zero_division=0)),
-        "f1": float(f1_score(labels, pred, zero_division=0)),
-        "roc_auc": float(roc_auc_score(labels, probs)) if both else float("nan"),
-        "threshold": float(threshold),
-    }
 
 
 def train_and_score(
@@ -304,8 +301,10 @@ def train_and_score(
         model=model,
         verbose=verbose,
     )
-    threshold = choose_threshold(predict_proba(params, val[0], model), val[1])
-    metrics = binary_metrics(predict_proba(params, test[0], model), test[1], threshold)
+    from jaxsynth.eval.classification import binary_metrics, choose_threshold
+
+    threshold = choose_threshold(val[1], predict_proba(params, val[0], model))
+    metrics = binary_metrics(test[1], predict_proba(params, test[0], model), threshold)
     metrics["best_epoch"] = history["best_epoch"]
     return metrics
 

@@ -1,0 +1,104 @@
+"""The classifier zoo (ResNet-18/50, MobileNetV2) against torchvision, and training with BatchNorm.
+
+The parameter counts are torchvision's for `resnet18/resnet50/mobilenet_v2(num_classes=1)`
+(11,177,025 / 23,510,081 / 2,225,153, printed by torchvision 0.24:
+`sum(p.numel() for p in torchvision.models.resnet18(num_classes=1).parameters())`):
+equal counts at 224 px mean the same layers, widths, biases and BatchNorm affine parameters.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxsynth.errors import UserError
+from jaxsynth.models import classifier as zoo
+from jaxsynth.study.arms import build_classifier
+from jaxsynth.tasks import classify
+
+TORCHVISION_PARAMS = {"resnet18": 11_177_025, "resnet50": 23_510_081, "mobilenet_v2": 2_225_153}
+
+
+def _shapes(model, size):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_parameter_count_equals_torchvision(name):
+    variables = _shapes(zoo.build(name, 224), 224)
+    assert sum(x.size for x in jax.tree.leaves(variables["params"])) == TORCHVISION_PARAMS[name]
+    assert "batch_stats" in variables and zoo.has_batch_stats(zoo.build(name, 224))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_small_input_stem_keeps_spatial_size(name):
+    """At 32 px the CIFAR-style stem is used (no 7x7/2 + pool), so the last stage is 4x4."""
+    model = zoo.build(name, 32)
+    assert model.small_input and not zoo.build(name, 64).small_input
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    maps = [a for a in jax.tree.leaves(state["intermediates"]) if a.ndim == 4]
+    assert min(a.shape[1] for a in maps) == 4  # 32 -> 16 -> 8 -> 4 across the strided stages
+    feats = model.apply(variables, x, method=model.features)
+    logits = model.apply(variables, x)
+    assert logits.shape == (2,) and feats.ndim == 2
+
+
+@pytest.mark.parametrize("arch", ["paper_cnn", "tiny_resnet"])
+def test_fit_classifier_learns_a_separable_toy_and_keeps_best_epoch(arch):
+    """Each architecture learns a separable toy; for BatchNorm models the running stats move
+    and inference is per-image (a prediction does not depend on the rest of the batch)."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 40)
+    images = rng.integers(0, 60, (80, 16, 16, 3)).astype(np.uint8)
+    images[labels == 1] += 120  # tumour = bright
+    model = (
+        zoo.PaperCNN()
+        if arch == "paper_cnn"
+        else zoo.ResNet(stage_sizes=(1, 1), base_width=8, small_input=True)
+    )
+    variables, hist = classify.fit_classifier(
+        images[:60],
+        labels[:60],
+        val_images=images[60:],
+        val_labels=labels[60:],
+        epochs=4,
+        batch_size=16,
+        seed=0,
+        model=model,
+    )
+    assert hist["best_epoch"] == int(np.argmin(hist["val_loss"]))
+    probs = classify.predict_proba(variables, images[60:], model=model, batch_size=7)
+    assert probs.shape == (20,)
+    assert np.all((probs > 0.5) == (labels[60:] == 1))
+    alone = classify.predict_proba(variables, images[60:61], model=model)
+    np.testing.assert_allclose(alone[0], probs[0], rtol=1e-5)
+    if arch == "paper_cnn":
+        assert set(variables) == {"params"}
+    else:
+        assert set(variables) == {"params", "batch_stats"}
+        means = [np.abs(m).max() for m in jax.tree.leaves(variables["batch_stats"])]
+        assert max(means) > 1e-3  # running statistics were updated from their init
+
+
+def test_unknown_classifier_is_a_one_line_error():
+    with pytest.raises(UserError, match="classifier.model='vgg'"):
+        build_classifier(ml_collections.ConfigDict({"model": "vgg"}), 32)
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient():
+    import flax.linen as nn
+
+    from jaxsynth.models.layers import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(3), (2, 13, 15, 4))  # odd sizes: trailing row dropped
+    ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+    w = jax.random.normal(jax.random.key(4), ref(x).shape)
+    g = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) * w))(x)
+    g_ref = jax.grad(lambda v: jnp.sum(ref(v) * w))(x)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-6)
