@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from jaxsynth.config import apply_overrides, load_config
 from jaxsynth.errors import UserError
@@ -57,8 +58,18 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
             f"model.num_classes={num_classes} but the split has {len(split.class_names)} classes "
             f"({', '.join(split.class_names)})"
         )
+    from jaxsynth.eval.monitor import FeatureData
+
+    val, test = split.val.of_classes(labels), split.test.of_classes(labels)
     return TrainData(
-        arrays=train.arrays(), real_images=train.images, class_names=tuple(split.class_names)
+        arrays=train.arrays(),
+        real_images=train.images,
+        class_names=tuple(split.class_names),
+        heldout_images=np.concatenate([val.images, test.images]),
+        heldout_labels=np.concatenate([val.labels, test.labels]),
+        feature_data=FeatureData(
+            split.train.images, split.train.labels, split.val.images, split.val.labels
+        ),
     )
 
 

@@ -18,6 +18,9 @@ def engine_config() -> ml_collections.ConfigDict:
     t.sample_grid = 16  # images in a sample grid
     t.ssim_every = 500  # steps between SSIM-to-real evaluations (0 = never)
     t.ssim_samples = 64  # generated images per SSIM evaluation
+    t.fid_every = 0  # steps between FID-vs-held-out evaluations (0 = never; see eval/monitor.py)
+    t.fid_samples = 256  # generated images per FID evaluation
+    t.inception_weights = ""  # pytorch-fid's .pth (local); empty = domain features
     t.data_workers = 0  # Grain worker processes
     t.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 params (GPU/TPU)
     t.prefetch = 2  # dispatches read + put on device ahead, in a thread (0 = inline)

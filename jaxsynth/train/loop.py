@@ -66,11 +66,19 @@ class TrainData:
       training-split images of the classes this model may see.
     real_images: uint8 real images for the SSIM-to-real curve (None: no curve).
     class_names: label i is class_names[i] (for conditional sampling and sidecars).
+    heldout_images / heldout_labels: real images the model never trains on (val + test of its
+      classes), the reference of the FID curve (`train.fid_every`); conditional models are
+      sampled with the held-out label mix.
+    feature_data: `jaxsynth.eval.monitor.FeatureData` for the domain feature extractor of the
+      FID curve when no Inception weights are given.
     """
 
     arrays: dict[str, np.ndarray]
     real_images: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
+    heldout_images: np.ndarray | None = None
+    heldout_labels: np.ndarray | None = None
+    feature_data: Any = None
 
 
 @dataclasses.dataclass
@@ -152,15 +160,22 @@ def _write_curves(workdir: Path, records: list[dict]) -> None:
                 by_step[(k, int(r["step"]))] = float(v)
     losses: dict[str, list] = {}
     ssim: dict[str, list] = {}
+    fid: dict[str, list] = {}
     for (k, s), v in sorted(by_step.items(), key=lambda kv: kv[0][1]):
         if "loss" in k:
             losses.setdefault(k, []).append((s, v))
         elif k.startswith("ssim"):
             ssim.setdefault(k, []).append((s, v))
+        elif k.startswith("fid"):
+            fid.setdefault(k, []).append((s, v))
     if losses:
         visuals.plot_curves(losses, workdir / "loss_curves.png", "training losses", "loss")
     if ssim:
         visuals.plot_curves(ssim, workdir / "ssim_curve.png", "SSIM of samples to real", "SSIM")
+    if fid:
+        visuals.plot_curves(
+            fid, workdir / "fid_curve.png", "FID of samples vs held-out real", "FID"
+        )
 
 
 def train(
@@ -264,6 +279,7 @@ def train(
             if sampler is not None and (
                 _crossed(prev, step, settings.sample_every)
                 or _crossed(prev, step, settings.ssim_every)
+                or _crossed(prev, step, int(settings.get("fid_every", 0) or 0))
                 or step == config.num_steps
             ):
                 sampler(state, step, prev, writer, metrics_path, is_main)
@@ -380,13 +396,26 @@ def _make_sampler(task: Task, settings, data: TrainData, config):
     key = jax.random.PRNGKey(SAMPLE_GRID_SEED)
     jitted: dict[int, Any] = {}
 
-    def draw(state, n: int, rng) -> np.ndarray:
-        labels = jnp.arange(n, dtype=jnp.int32) % num_classes if conditional else None
+    def draw(state, n: int, rng, labels=None) -> np.ndarray:
+        if conditional and labels is None:
+            labels = jnp.arange(n, dtype=jnp.int32) % num_classes
         if n not in jitted:
             jitted[n] = jax.jit(lambda st, r, lb: task.sample(st, r, n, lb))
-        return np.asarray(jax.device_get(jitted[n](state, rng, labels)))
+        return np.asarray(jax.device_get(jitted[n](state, rng, labels if conditional else None)))
 
     real = data.real_images
+    fid_every = int(settings.get("fid_every", 0) or 0)
+    fid_state: dict[str, Any] = {}
+
+    def fid_monitor():
+        """Built on first use (the domain extractor trains a small CNN: seconds)."""
+        if "monitor" not in fid_state:
+            from jaxsynth.eval.monitor import build_fid_monitor
+
+            fid_state["monitor"] = build_fid_monitor(
+                settings, data.heldout_images, data.feature_data
+            )
+        return fid_state["monitor"]
 
     def run(state, step, prev, writer, metrics_path: Path, is_main: bool) -> None:
         final = step == config.num_steps
@@ -408,5 +437,23 @@ def _make_sampler(task: Task, settings, data: TrainData, config):
             writer.write_scalars(step, {"ssim_to_real": value})
             if is_main:
                 _append_jsonl(metrics_path, {"step": step, "ssim_to_real": value})
+        if (
+            fid_every
+            and data.heldout_images is not None
+            and (_crossed(prev, step, fid_every) or final)
+            and fid_monitor() is not None
+        ):
+            monitor = fid_monitor()
+            n = int(settings.get("fid_samples", 256))
+            labels = None
+            if conditional and data.heldout_labels is not None:
+                # the held-out class mix, so the two distributions are comparable
+                reps = -(-n // len(data.heldout_labels))
+                labels = jnp.asarray(np.tile(data.heldout_labels, reps)[:n], jnp.int32)
+            fake = visuals.to_uint8(draw(state, n, jax.random.fold_in(key, 2), labels))
+            value = monitor(fake)
+            writer.write_scalars(step, {monitor.key: value})
+            if is_main:
+                _append_jsonl(metrics_path, {"step": step, monitor.key: value})
 
     return run
