@@ -3,10 +3,11 @@
 G: [z ‖ one-hot(label)] -> dense -> 4×4×128 -> 5 × (ConvT 4×4 s2, 128 filters, LeakyReLU 0.2),
 the last to RGB with tanh (128 px). D: 5 conv blocks (4×4 s2, LeakyReLU 0.2), label-conditioned
 by projection. Batch 125, Adam 2e-4 β1 0.5, BCE. Trained on ALL classes, sampled for one.
-The default variant is 64 px (4 stages); `:paper` is 128 px (5 stages, as in the paper).
+The default variant is 64 px (4 stages); `:paper` is 128 px (5 stages, as in the paper);
+`:phantom64` is the CPU quality check on the phantom (narrow, DiffAugment, FID curve).
 """
 
-from jaxsynth.tasks.gan import base_gan_config, smoke_overrides
+from jaxsynth.tasks.gan import base_gan_config, phantom64_overrides, smoke_overrides
 
 
 def get_config(arg=None):
@@ -33,6 +34,8 @@ def get_config(arg=None):
         c.batch_size = 125
         c.num_steps = 20000
         return c
+    if arg == "phantom64":
+        return phantom64_overrides(c)
     if arg is not None:
-        raise ValueError(f"unknown variant '{arg}' (smoke | paper)")
+        raise ValueError(f"unknown variant '{arg}' (smoke | paper | phantom64)")
     return c

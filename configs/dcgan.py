@@ -2,10 +2,11 @@
 
 Variants: default (64 px, a few thousand steps on CPU), `:smoke` (16 px, seconds), `:paper`
 (128 px; paper 000 trained 3,000 epochs on 100 tumour images; its batch size is not stated,
-32 is assumed here, so 3,000 epochs ≈ 9,375 steps).
+32 is assumed here, so 3,000 epochs ≈ 9,375 steps), `:phantom64` (the CPU quality check on the
+phantom: 64 px, narrow nets, DiffAugment, FID curve every 500 steps; ~10 min on 2 cores).
 """
 
-from jaxsynth.tasks.gan import base_gan_config, smoke_overrides
+from jaxsynth.tasks.gan import base_gan_config, phantom64_overrides, smoke_overrides
 
 
 def get_config(arg=None):
@@ -21,6 +22,8 @@ def get_config(arg=None):
         c.num_steps = 9375
         c.gan.ema_decay = 0.999
         return c
+    if arg == "phantom64":
+        return phantom64_overrides(c)
     if arg is not None:
-        raise ValueError(f"unknown variant '{arg}' (smoke | paper)")
+        raise ValueError(f"unknown variant '{arg}' (smoke | paper | phantom64)")
     return c

@@ -11,7 +11,8 @@
 Variants: default (32 px, a CPU-trainable U-Net), `:smoke` (16 px, 8 channels, seconds),
 `:paper` (128 px, batch 8, 300 epochs as in paper 002 table 1; the U-Net width/depth, T=1000 and
 the optimiser are those of denoising-diffusion-pytorch, which the paper used; the paper states
-only resolution, epochs and batch size). Modifiers after the variant, comma-separated:
+only resolution, epochs and batch size), `:phantom` (the CPU quality check on the phantom:
+32 px, narrow U-Net, 3,000 steps). Modifiers after the variant, comma-separated:
 `:smoke,class`, `:paper,mask`, `:smoke,label=normal`, `:class`.
 """
 
@@ -23,8 +24,9 @@ from jaxsynth.train.defaults import engine_config
 
 def get_config(arg=None):
     parts = [p for p in (arg or "").split(",") if p]
-    variant = next((p for p in parts if p in ("smoke", "paper")), None)
-    mods = [p for p in parts if p not in ("smoke", "paper")]
+    variants = ("smoke", "paper", "phantom")
+    variant = next((p for p in parts if p in variants), None)
+    mods = [p for p in parts if p not in variants]
     c = base_config()
     c.task = "jaxsynth.tasks.ddpm:make_task"
     c.image_size = 32
@@ -101,6 +103,26 @@ def get_config(arg=None):
         c.train.sample_every = 3
         c.train.sample_grid = 4
         c.train.ssim_every = 0
+    elif variant == "phantom":
+        # The CPU quality check on the built-in phantom (class grid, FID, mask IoU): a narrow
+        # U-Net, a higher learning rate and a short EMA so a few thousand steps show tissue;
+        # 300 held-out tiles per class for FID / IoU.
+        c.num_steps = 3000
+        c.checkpoint_every = 1000
+        c.model.base_channels = 32
+        c.model.channel_mults = (1, 2, 2)
+        c.model.num_res_blocks = 1
+        c.model.num_heads = 2
+        c.model.dropout = 0.0
+        c.ddpm.ema_decay = 0.999
+        c.optim.lr = 5e-4
+        c.optim.warmup_steps = 200
+        c.sampler.steps = 50
+        c.data.split.test = {"normal": 200, "tumour": 200}
+        c.data.split.val = {"normal": 100, "tumour": 100}
+        c.data.split.train = {"normal": 1000, "tumour": 100}
+        c.train.sample_every = 1000
+        c.train.log_every = 100
     elif variant == "paper":
         c.image_size = 128
         c.batch_size = 8
@@ -123,7 +145,8 @@ def get_config(arg=None):
             c.ddpm.label = mod.split("=", 1)[1]
         else:
             raise ValueError(
-                f"unknown variant '{mod}' (smoke | paper, then none | class | mask | label=<class>)"
+                f"unknown variant '{mod}' (smoke | paper | phantom, then none | class | mask | "
+                "label=<class>)"
             )
     if c.ddpm.conditioning == "none":
         c.data.train_classes = (c.ddpm.label,)

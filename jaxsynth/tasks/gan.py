@@ -361,6 +361,30 @@ def base_gan_config() -> ml_collections.ConfigDict:
     return c
 
 
+def phantom64_overrides(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The CPU quality check on the built-in phantom (issue: samples show tissue, FID falls):
+    64 px, narrow nets, DiffAugment, 3,000 steps of batch 32, and 300 held-out real tumour
+    (and normal) tiles so the FID curve (`train.fid_every`) rests on enough images."""
+    c.image_size = 64
+    c.batch_size = 32
+    c.num_steps = 3000
+    c.checkpoint_every = 500
+    c.model.g_base_width = 32
+    c.model.g_max_width = 256
+    c.model.d_base_width = 32
+    c.model.d_max_width = 256
+    c.gan.diffaugment = "color,translation,cutout"
+    c.data.split.test = {"normal": 200, "tumour": 200}
+    c.data.split.val = {"normal": 100, "tumour": 100}
+    c.data.split.train = {"normal": 1000, "tumour": 100}
+    c.train.sample_every = 500
+    c.train.ssim_every = 0
+    c.train.fid_every = 500
+    c.train.fid_samples = 300
+    c.train.log_every = 100
+    return c
+
+
 def smoke_overrides(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrink a GAN config to something that trains in seconds on a CPU."""
     c.image_size = 16
