@@ -63,6 +63,50 @@ def test_conv_transpose_matches_numpy_lax_and_flax(impl):
         np.testing.assert_allclose(g, r, atol=5e-5, rtol=1e-5)
 
 
+def test_strided_conv_im2col_equals_lax_to_second_order():
+    """The im2col 4x4/2 conv (the WGAN-GP penalty's) equals lax's conv and the padded numpy
+    correlation, and so do its input-gradient and the penalty's gradient-of-gradient."""
+    from jaxsynth.models.layers import conv_4x4_s2
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+    k = jax.random.normal(jax.random.key(1), (4, 4, 3, 5)) * 0.3
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ref = np.zeros((2, 4, 3, 5))
+    for i in range(4):
+        for j in range(3):
+            patch = xp[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4]  # (B, 4, 4, C)
+            ref[:, i, j] = np.einsum("buvc,uvco->bo", patch, np.asarray(k, np.float64))
+    for impl in ("lax", "im2col"):
+        np.testing.assert_allclose(conv_4x4_s2(x, k, impl), ref, atol=1e-4)
+
+    def penalty(kernel, impl):
+        gx = jax.grad(lambda v: jnp.sum(jnp.tanh(conv_4x4_s2(v, kernel, impl))))(x)
+        return jnp.sum((jnp.sqrt(jnp.sum(gx**2, axis=(1, 2, 3))) - 1.0) ** 2)
+
+    g_lax = jax.grad(penalty)(k, "lax")
+    g_im2col = jax.grad(penalty)(k, "im2col")
+    np.testing.assert_allclose(g_im2col, g_lax, rtol=1e-4, atol=1e-5)
+
+
+def test_wgan_gp_step_does_not_depend_on_the_penalty_conv_impl():
+    config = load_config(str(REPO / "configs" / "wgan_gp.py") + ":smoke")
+    batch = {
+        "image": jax.random.uniform(jax.random.key(2), (8 * config.gan.n_critic, 16, 16, 3)) * 2
+        - 1,
+        "label": jnp.zeros((8 * config.gan.n_critic,), jnp.int32),
+    }
+    out = {}
+    for impl in ("lax", "im2col"):
+        config.model.d_penalty_conv_impl = impl
+        task = build_task(config)
+        state = task.init(jax.random.key(0), batch)
+        new, metrics = jax.jit(task.train_step)(state, batch, jax.random.key(3))
+        out[impl] = (new["discriminator"].params, float(metrics["gradient_penalty"]))
+    assert out["lax"][1] == pytest.approx(out["im2col"][1], rel=1e-4)
+    for a, b in zip(jax.tree.leaves(out["lax"][0]), jax.tree.leaves(out["im2col"][0]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_conv_transpose_module_params_do_not_depend_on_impl():
     x = jnp.ones((1, 4, 4, 3))
     shapes = {

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsynth.models.layers import ConvTranspose4x4S2
+from jaxsynth.models.layers import Conv4x4S2, ConvTranspose4x4S2
 
 _INIT = nn.initializers.normal(0.02)
 
@@ -120,6 +120,7 @@ class Discriminator(nn.Module):
     max_width: int = 512
     norm: str = "none"
     dropout: float = 0.0
+    conv_impl: str = "lax"  # "im2col": fast second-order gradients (models/layers.py)
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, *, train: bool = True):
@@ -129,9 +130,7 @@ class Discriminator(nn.Module):
         for i in range(stages):
             res //= 2
             width = stage_width(res, self.image_size, self.base_width, self.max_width)
-            h = nn.Conv(
-                width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), kernel_init=_INIT, name=f"down{i}"
-            )(h)
+            h = Conv4x4S2(width, impl=self.conv_impl, kernel_init=_INIT, name=f"down{i}")(h)
             if self.norm == "layer" and i > 0:
                 h = nn.LayerNorm(name=f"down{i}_norm")(h)
             elif self.norm not in ("none", "layer"):
