@@ -154,7 +154,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 # a gradient), and XLA:CPU lowers that second-order convolution very slowly: 2.8 s for one
 # 32→16-px layer of 64→128 channels at batch 32, against 0.23 s for the same maths written as
 # space-to-depth + four shifted slices + ONE matmul ("im2col"), whose every derivative is again
-# a slice, a pad or a matmul (bench/conv_transpose_bench.py --strided prints both). The forward
+# a slice, a pad or a matmul (bench/strided_conv_bench.py prints both). The forward
 # is ~3× slower as im2col, so the GAN task uses "im2col" only inside the penalty.
 STRIDED_IMPLS = ("lax", "im2col")
 
