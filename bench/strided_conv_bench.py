@@ -39,6 +39,20 @@ from jaxsynth.train.task import build_task  # noqa: E402
 IMPLS = ("lax", "im2col")
 
 
+def _flops(fn, args) -> float:
+    """Model FLOPs of one call (XLA's cost analysis of the lowered program)."""
+    cost = fn.lower(*args).cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    """Measured float32 matmul GFLOP/s (best of `reps`): the machine's practical peak."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(jnp.dot)
+    return 2 * n**3 / min(_time(f, (a, a), 1) for _ in range(reps)) / 1e9
+
+
 def _time(fn, args, n):
     jax.block_until_ready(fn(*args))
     t = time.perf_counter()
@@ -103,20 +117,47 @@ def main():
                 rows.setdefault((name, impl), []).append(_time(fn, args, n))
         for (size, impl), (fn, args) in steps.items():
             rows.setdefault((f"WGAN-GP step {size} px", impl), []).append(_time(fn, args, 3))
+    flops = {}
+    for impl in IMPLS:
+        for name, (fn, order) in fns[impl].items():
+            flops[(name, impl)] = _flops(fn, (x, k) if order == "xk" else (k, x))
+    peak = matmul_peak()
     names = list(dict.fromkeys(n for n, _ in rows))
     table = []
-    print(f"{'operation':36s} {'lax ms':>10s} {'im2col ms':>10s} {'lax/im2col':>10s}")
+    print(f"measured float32 matmul peak: {peak:.1f} GFLOP/s")
+    print(
+        f"{'operation':34s} {'lax ms':>9s} {'im2col ms':>9s} {'lax/im2col':>10s}"
+        f" {'lax %peak':>9s} {'im2col %peak':>12s}"
+    )
     for name in names:
         lax_ms = 1000 * min(rows[(name, "lax")])
         im_ms = 1000 * min(rows[(name, "im2col")])
-        table.append({"operation": name, "lax_ms": lax_ms, "im2col_ms": im_ms})
-        print(f"{name:36s} {lax_ms:10.1f} {im_ms:10.1f} {lax_ms / im_ms:10.2f}")
+        pct = {
+            impl: 100 * flops[(name, impl)] / (ms / 1000) / 1e9 / peak
+            for impl, ms in (("lax", lax_ms), ("im2col", im_ms))
+            if (name, impl) in flops
+        }
+        table.append(
+            {
+                "operation": name,
+                "lax_ms": lax_ms,
+                "im2col_ms": im_ms,
+                "gflop": {i: flops.get((name, i), 0) / 1e9 for i in IMPLS},
+                "pct_of_peak": pct,
+            }
+        )
+        cells = [f"{pct[i]:.1f}" if i in pct else "-" for i in IMPLS]
+        print(
+            f"{name:34s} {lax_ms:9.1f} {im_ms:9.1f} {lax_ms / im_ms:10.2f}"
+            f" {cells[0]:>9s} {cells[1]:>12s}"
+        )
     out = {
         "machine": platform.processor() or platform.machine(),
         "device": str(jax.devices()[0]),
         "xla_flags": xla_flags.apply(),
         "rounds": ARGS.rounds,
         "timing": "best of rounds",
+        "matmul_peak_gflops": peak,
         "rows": table,
     }
     Path(ARGS.out).parent.mkdir(parents=True, exist_ok=True)
