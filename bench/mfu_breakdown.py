@@ -1,0 +1,111 @@
+"""Where a GAN step's time goes on XLA:CPU: the % of the measured matmul peak reached by each
+piece of the DCGAN-64 step (generator / discriminator, forward / parameter gradient / input
+gradient), from XLA's cost analysis (FLOPs) and wall time of each piece compiled alone.
+
+This is the profile behind BENCHMARKS.md's MFU paragraph: the step's MFU is the FLOP-weighted
+harmonic mean of these pieces, so the slowest kind of kernel sets the ceiling.
+
+    python bench/mfu_breakdown.py [--size 64] [--batch 32] [--rounds 3]
+
+Prints a table and writes bench/results/mfu_breakdown.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from jaxsynth import xla_flags  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--size", type=int, default=64)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--rounds", type=int, default=3)
+p.add_argument("--out", default=str(ROOT / "bench" / "results" / "mfu_breakdown.json"))
+ARGS = p.parse_args()
+xla_flags.apply()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxsynth.models.gan import Discriminator, Generator  # noqa: E402
+
+
+def _time(fn, args, n=5):
+    jax.block_until_ready(fn(*args))
+    t = time.perf_counter()
+    for _ in range(n):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / n
+
+
+def _flops(fn, args) -> float:
+    cost = fn.lower(*args).cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0))
+
+
+def main():
+    s, b = ARGS.size, ARGS.batch
+    g = Generator(image_size=s, latent_dim=100)
+    d = Discriminator(image_size=s, dropout=0.0)
+    z = jax.random.normal(jax.random.key(0), (b, 100))
+    x = jax.random.uniform(jax.random.key(1), (b, s, s, 3)) * 2 - 1
+    gv = g.init(jax.random.key(2), z, train=False)
+    dv = d.init(jax.random.key(3), x, train=False)
+
+    def g_fwd(p, z):
+        out, _ = g.apply({**gv, "params": p}, z, train=True, mutable=["batch_stats"])
+        return out
+
+    d_fwd = lambda p, x: d.apply({"params": p}, x, train=False)
+    pieces = {
+        "G forward": (jax.jit(g_fwd), (gv["params"], z)),
+        "G forward + param grad": (
+            jax.jit(jax.grad(lambda p, z: jnp.mean(g_fwd(p, z) ** 2))),
+            (gv["params"], z),
+        ),
+        "D forward": (jax.jit(d_fwd), (dv["params"], x)),
+        "D forward + param grad": (
+            jax.jit(jax.grad(lambda p, x: jnp.mean(d_fwd(p, x)))),
+            (dv["params"], x),
+        ),
+        "D forward + input grad": (
+            jax.jit(jax.grad(lambda x, p: jnp.mean(d_fwd(p, x)))),
+            (x, dv["params"]),
+        ),
+    }
+    a = jax.random.normal(jax.random.key(4), (2048, 2048))
+    mm = jax.jit(jnp.dot)
+    times: dict[str, list[float]] = {k: [] for k in pieces}
+    peaks = []
+    for _ in range(ARGS.rounds):
+        peaks.append(2 * 2048**3 / min(_time(mm, (a, a), 1) for _ in range(5)) / 1e9)
+        for name, (fn, args) in pieces.items():
+            times[name].append(_time(fn, args))
+    peak = max(peaks)
+    rows = []
+    print(f"DCGAN-{s}, batch {b}; measured float32 matmul peak {peak:.1f} GFLOP/s")
+    print(f"{'piece':26s} {'GFLOP':>8s} {'ms':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    for name, (fn, args) in pieces.items():
+        gflop = _flops(fn, args) / 1e9
+        ms = 1000 * min(times[name])
+        rate = gflop / (ms / 1000)
+        rows.append({"piece": name, "gflop": gflop, "ms": ms, "gflops": rate,
+                     "pct_peak": 100 * rate / peak})  # fmt: skip
+        print(f"{name:26s} {gflop:8.2f} {ms:8.1f} {rate:8.1f} {100 * rate / peak:7.1f}")
+    Path(ARGS.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(ARGS.out).write_text(
+        json.dumps({"size": s, "batch": b, "matmul_peak_gflops": peak, "rows": rows}, indent=1)
+    )
+    print(f"wrote {ARGS.out}")
+
+
+if __name__ == "__main__":
+    main()
