@@ -102,7 +102,11 @@ def measure(
                 "val": {"tumour": va_t, "normal": va_n},
                 "test": {"tumour": test_per_class, "normal": test_per_class},
                 "epochs": epochs,
-                **{k: round(float(v), 4) for k, v in metrics.items()},
+                **{
+                    k: round(float(v), 4)
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float, np.floating, np.integer))
+                },
                 "render_s": round(render_s, 1),
                 "train_s": round(time.perf_counter() - t0, 1),
             }
