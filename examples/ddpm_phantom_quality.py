@@ -38,14 +38,21 @@ def _split_and_task(run: str):
     return task, state, config, step, load_or_build_split(config, run, progress=False)
 
 
-def _extractor(split, weights: str | None):
+def _domain(split):
+    """Paper 000's CNN trained on the run's training split: (variables, model)."""
+    from jaxsynth.eval.monitor import FeatureData, domain_classifier
+
+    data = FeatureData(split.train.images, split.train.labels, split.val.images, split.val.labels)
+    return domain_classifier(data)
+
+
+def _extractor(trained, weights: str | None):
     from jaxsynth.eval.features import InceptionExtractor
-    from jaxsynth.eval.monitor import FeatureData, domain_extractor
+    from jaxsynth.eval.monitor import domain_extractor
 
     if weights:
         return InceptionExtractor(weights)
-    data = FeatureData(split.train.images, split.train.labels, split.val.images, split.val.labels)
-    return domain_extractor(data)
+    return domain_extractor(None, trained=trained)
 
 
 def _sample(task, state, n, rng, batch, **kw):
@@ -67,12 +74,29 @@ def _sample(task, state, n, rng, batch, **kw):
     return np.concatenate(out)
 
 
+def _rows_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """One grid row per array in `rows` (each (k, H, W, 3) uint8), white padding."""
+    k = max(len(r) for r in rows)
+    h, w = rows[0].shape[1:3]
+    out = np.full((len(rows) * (h + pad) + pad, k * (w + pad) + pad, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y : y + h, x : x + w] = img
+    return out
+
+
 def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
     from jaxsynth.eval import fid
-    from jaxsynth.train.visuals import make_grid, save_png
+    from jaxsynth.eval.classification import roc_auc
+    from jaxsynth.tasks.classify import predict_proba
+    from jaxsynth.train.visuals import save_png
 
     task, state, config, step, split = _split_and_task(run)
-    extractor = _extractor(split, weights)
+    trained = _domain(split)
+    extractor = _extractor(trained, weights)
+    minority = split.label_of(config.data.get("minority_class", "tumour"))
+    samples = {}
     rows, result = [], {"run": run, "step": step, "features": extractor.id, "per_class": {}}
     names = split.class_names
     real_of = {
@@ -88,6 +112,7 @@ def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
             labels=np.full(num, label, np.int32),
         )  # fmt: skip
         seconds = time.perf_counter() - t0
+        samples[name] = fake
         f_fake = extractor(fake)
         value = fid.fid_from_features(feats_of[label], f_fake)
         result["per_class"][name] = {
@@ -102,15 +127,32 @@ def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
             "num_real": len(real),
             "sample_seconds": seconds,
         }
+        # what a classifier trained on REAL tiles calls the samples (higher = more like the class)
+        p_minority = predict_proba(trained[0], fake, model=trained[1])
+        result["per_class"][name]["real_classifier_p_minority"] = float(p_minority.mean())
+        result["per_class"][name]["real_classifier_p_minority_on_real"] = float(
+            predict_proba(trained[0], real, model=trained[1]).mean()
+        )
         rows += [fake[:8], real[:8]]
         print(f"{name}: FID {value:.1f} ({num} samples vs {len(real)} held-out, {seconds:.0f}s)")
-    save_png(make_grid(np.concatenate(rows)), out / "class_grid.png")
+    # rows: samples of class 0, real class 0, samples of class 1, real class 1, ...
+    save_png(_rows_grid(rows), out / "class_grid.png")
+    np.savez_compressed(out / "class_samples.npz", **samples)
+    if len(names) == 2:  # can a real-trained classifier tell the two sample sets apart?
+        other = 1 - minority
+        p = predict_proba(
+            trained[0], np.concatenate([samples[names[other]], samples[names[minority]]]),
+            model=trained[1],
+        )  # fmt: skip
+        y = np.r_[np.zeros(num), np.ones(num)]
+        result["real_classifier_auc_on_samples"] = roc_auc(y, p)
+        print(f"real-trained classifier, AUC separating the sampled classes: {roc_auc(y, p):.3f}")
     return result
 
 
 def mask_quality(run: str, out: Path, num: int) -> dict:
     from jaxsynth.diffusion.segmentation import mask_guided_iou, segment_nuclei_batch
-    from jaxsynth.train.visuals import make_grid, save_png
+    from jaxsynth.train.visuals import save_png
 
     task, state, config, step, split = _split_and_task(run)
     real = split.test.of_classes(list(range(len(split.class_names))))
@@ -125,8 +167,9 @@ def mask_quality(run: str, out: Path, num: int) -> dict:
     seg = segment_nuclei_batch(fake[:8]).astype(np.uint8) * 255
     m8 = (masks[:8, ..., 0] * 255).astype(np.uint8)
     to_rgb = lambda g: np.repeat(g[..., None], 3, axis=-1)
-    save_png(make_grid(np.concatenate([to_rgb(m8), fake[:8], to_rgb(seg.reshape(m8.shape))])),
-             out / "mask_grid.png")  # fmt: skip
+    save_png(
+        _rows_grid([to_rgb(m8), fake[:8], to_rgb(seg.reshape(m8.shape))]), out / "mask_grid.png"
+    )
     result = {
         "run": run,
         "step": step,

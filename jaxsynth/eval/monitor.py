@@ -28,9 +28,8 @@ class FeatureData:
     val_labels: np.ndarray
 
 
-def domain_extractor(data: FeatureData, *, epochs: int = 5, seed: int = 0):
-    """A `DomainExtractor` from paper 000's CNN trained on `data` (a few seconds at 32-64 px)."""
-    from jaxsynth.eval.features import DomainExtractor
+def domain_classifier(data: FeatureData, *, epochs: int = 5, seed: int = 0):
+    """Paper 000's CNN trained on `data` (a few seconds at 32-64 px): (variables, model)."""
     from jaxsynth.models.classifier import PaperCNN
     from jaxsynth.tasks.classify import fit_classifier
 
@@ -44,7 +43,14 @@ def domain_extractor(data: FeatureData, *, epochs: int = 5, seed: int = 0):
         epochs=epochs,
         seed=seed,
     )
-    model = PaperCNN()
+    return variables, PaperCNN()
+
+
+def domain_extractor(data: FeatureData, *, epochs: int = 5, seed: int = 0, trained=None):
+    """A `DomainExtractor` from `domain_classifier` (or an already `trained` one)."""
+    from jaxsynth.eval.features import DomainExtractor
+
+    variables, model = trained or domain_classifier(data, epochs=epochs, seed=seed)
     return DomainExtractor(
         lambda x: model.apply(variables, x, method=model.features), name="paper_cnn_train_split"
     )
