@@ -384,12 +384,15 @@ def test_path_traversal_is_rejected_over_raw_http(study):
 
 
 def test_serve_cli_runs_the_app(study):
-    """`jaxsynth reader-study serve` as a process: prints links, serves them, exits on SIGINT."""
+    """`jaxsynth reader-study serve` as a process: prints links, serves them, exits on SIGINT —
+    even when started with SIGINT ignored (as under nohup or a pytest-xdist worker, whose
+    ignore a child inherits; Python then never raises KeyboardInterrupt on its own)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "jaxsynth.cli", "reader-study", "serve", str(study), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         first = proc.stdout.readline()
@@ -405,7 +408,7 @@ def test_serve_cli_runs_the_app(study):
         conn.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)  # generous: a loaded 2-core machine is slow to unwind
+        proc.wait(timeout=30)
     assert proc.returncode == 0
 
 

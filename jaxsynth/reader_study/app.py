@@ -24,6 +24,7 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 from flask import Flask, Response, abort, g, redirect, render_template, request, session, url_for
@@ -213,6 +214,17 @@ def serve(study_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
             f"  {name} ({done}/{total} answered): http://{shown_host}:{server.server_port}/r/{token}"
         )
     print("Ctrl-C to stop; every answer is already saved.", flush=True)
+    # A parent that ignores SIGINT (nohup, some job runners, pytest-xdist workers) passes the
+    # ignore on to us, and Python then never raises KeyboardInterrupt: Ctrl-C / `kill -INT`
+    # would be silently dropped. Stop on SIGINT and SIGTERM regardless.
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
