@@ -50,6 +50,9 @@ BENCHMARKS: dict[str, list[str]] = {
     ],
     "fid_bench": ["--num-images", "16", "--batch", "8", "--repeats", "1"],
     "sd_bench": ["--steps", "5", "--num", "4", "--schedulers", "ddim,dpm"],
+    # the profiles behind the MFU / ratio explanations in BENCHMARKS.md
+    "mfu_breakdown": ["--rounds", "1", "--batch", "16"],
+    "strided_conv_bench": ["--rounds", "1", "--sizes", "32"],
 }
 GOALS = {"jax_over_torch": 1.5, "best_mfu_pct": 50.0, "loader_over_training": 10.0}
 
