@@ -55,11 +55,16 @@ def _extractor(trained, weights: str | None):
     return domain_extractor(None, trained=trained)
 
 
-def _sample(task, state, n, rng, batch, **kw):
+def _sample(task, state, n, rng, batch, guidance=None, **kw):
+    from jaxsynth.tasks.ddpm import sampler_options
     from jaxsynth.train.visuals import to_uint8
 
+    options = sampler_options(task, guidance=guidance)
+
     fn = jax.jit(
-        lambda st, k, lab, m: task.sample_with_options(st, k, lab.shape[0], labels=lab, masks=m)
+        lambda st, k, lab, m: task.sample_with_options(
+            st, k, lab.shape[0], labels=lab, masks=m, options=options
+        )
     )
     out = []
     for start in range(0, n, batch):
@@ -86,7 +91,9 @@ def _rows_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
     return out
 
 
-def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
+def class_quality(
+    run: str, out: Path, num: int, weights: str | None, guidance: float | None = None
+) -> dict:
     from jaxsynth.eval import fid
     from jaxsynth.eval.classification import roc_auc
     from jaxsynth.tasks.classify import predict_proba
@@ -98,6 +105,7 @@ def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
     minority = split.label_of(config.data.get("minority_class", "tumour"))
     samples = {}
     rows, result = [], {"run": run, "step": step, "features": extractor.id, "per_class": {}}
+    result["guidance"] = guidance if guidance is not None else task.default_options.guidance
     names = split.class_names
     real_of = {
         c: np.concatenate([split.val.of_classes([c]).images, split.test.of_classes([c]).images])
@@ -108,7 +116,7 @@ def class_quality(run: str, out: Path, num: int, weights: str | None) -> dict:
         real = real_of[label]
         t0 = time.perf_counter()
         fake = _sample(
-            task, state, num, jax.random.key(100 + label), 50,
+            task, state, num, jax.random.key(100 + label), 50, guidance=guidance,
             labels=np.full(num, label, np.int32),
         )  # fmt: skip
         seconds = time.perf_counter() - t0
@@ -192,13 +200,16 @@ def main() -> None:
     p.add_argument("--mask-run", help="run dir of a ddpm.conditioning='mask' model")
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=int, default=300, help="samples per class / masks")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: config)")
     p.add_argument("--inception-weights", help="pytorch-fid's .pth (local); default: domain")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {}
     if args.class_run:
-        result["class"] = class_quality(args.class_run, out, args.num, args.inception_weights)
+        result["class"] = class_quality(
+            args.class_run, out, args.num, args.inception_weights, args.guidance
+        )
     if args.mask_run:
         result["mask"] = mask_quality(args.mask_run, out, args.num)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
