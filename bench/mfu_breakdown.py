@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +37,9 @@ xla_flags.apply()
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from benchutil import matmul_peak, time_call, xla_flops  # noqa: E402
 
 from jaxsynth.models.gan import Discriminator, Generator  # noqa: E402
-
-
-def _time(fn, args, n=5):
-    jax.block_until_ready(fn(*args))
-    t = time.perf_counter()
-    for _ in range(n):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t) / n
-
-
-def _flops(fn, args) -> float:
-    cost = fn.lower(*args).cost_analysis() or {}
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
 
 
 def ddpm_pieces(s: int, b: int) -> dict:
@@ -132,20 +117,18 @@ def main():
 
 
 def report(pieces: dict, title: str) -> None:
-    a = jax.random.normal(jax.random.key(4), (2048, 2048))
-    mm = jax.jit(jnp.dot)
     times: dict[str, list[float]] = {k: [] for k in pieces}
     peaks = []
     for _ in range(ARGS.rounds):
-        peaks.append(2 * 2048**3 / min(_time(mm, (a, a), 1) for _ in range(5)) / 1e9)
+        peaks.append(matmul_peak(reps=5))
         for name, (fn, args) in pieces.items():
-            times[name].append(_time(fn, args))
+            times[name].append(time_call(fn, args))
     peak = max(peaks)
     rows = []
     print(f"{title}; measured float32 matmul peak {peak:.1f} GFLOP/s")
     print(f"{'piece':26s} {'GFLOP':>8s} {'ms':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
     for name, (fn, args) in pieces.items():
-        gflop = _flops(fn, args) / 1e9
+        gflop = xla_flops(fn, args) / 1e9
         ms = 1000 * min(times[name])
         rate = gflop / (ms / 1000)
         rows.append({"piece": name, "gflop": gflop, "ms": ms, "gflops": rate,

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,35 +30,13 @@ xla_flags.apply()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from benchutil import matmul_peak, time_call, xla_flops  # noqa: E402
 
 from jaxsynth.config import load_config  # noqa: E402
 from jaxsynth.models.layers import conv_4x4_s2  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
 
 IMPLS = ("lax", "im2col")
-
-
-def _flops(fn, args) -> float:
-    """Model FLOPs of one call (XLA's cost analysis of the lowered program)."""
-    cost = fn.lower(*args).cost_analysis() or {}
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
-
-
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """Measured float32 matmul GFLOP/s (best of `reps`): the machine's practical peak."""
-    a = jax.random.normal(jax.random.key(0), (n, n))
-    f = jax.jit(jnp.dot)
-    return 2 * n**3 / min(_time(f, (a, a), 1) for _ in range(reps)) / 1e9
-
-
-def _time(fn, args, n):
-    jax.block_until_ready(fn(*args))
-    t = time.perf_counter()
-    for _ in range(n):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t) / n
 
 
 def op_fns(impl):
@@ -114,13 +91,13 @@ def main():
             for name, (fn, order) in fns[impl].items():
                 args = (x, k) if order == "xk" else (k, x)
                 n = 2 if "2nd" in name else 10
-                rows.setdefault((name, impl), []).append(_time(fn, args, n))
+                rows.setdefault((name, impl), []).append(time_call(fn, args, n))
         for (size, impl), (fn, args) in steps.items():
-            rows.setdefault((f"WGAN-GP step {size} px", impl), []).append(_time(fn, args, 3))
+            rows.setdefault((f"WGAN-GP step {size} px", impl), []).append(time_call(fn, args, 3))
     flops = {}
     for impl in IMPLS:
         for name, (fn, order) in fns[impl].items():
-            flops[(name, impl)] = _flops(fn, (x, k) if order == "xk" else (k, x))
+            flops[(name, impl)] = xla_flops(fn, (x, k) if order == "xk" else (k, x))
     peak = matmul_peak()
     names = list(dict.fromkeys(n for n, _ in rows))
     table = []

@@ -51,28 +51,14 @@ if not ARGS.no_xla_flags:
     xla_flags.apply()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from benchutil import matmul_peak  # noqa: E402
 
 from jaxsynth.config import load_config  # noqa: E402
 from jaxsynth.data.pipeline import to_global  # noqa: E402
 from jaxsynth.train.loop import make_step_fns  # noqa: E402
 from jaxsynth.train.mesh import make_mesh, replicated  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
-
-
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """Measured float32 matmul GFLOP/s (best of `reps`)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
-    f = jax.jit(jnp.dot)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def gan_config(model: str, size: int, batch: int, impl: str):
