@@ -52,7 +52,7 @@ def _extractor(trained, weights: str | None):
 
     if weights:
         return InceptionExtractor(weights)
-    return domain_extractor(None, trained=trained)
+    return domain_extractor(trained=trained)
 
 
 def _sample(task, state, n, rng, batch, guidance=None, **kw):

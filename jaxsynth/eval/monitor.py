@@ -46,8 +46,11 @@ def domain_classifier(data: FeatureData, *, epochs: int = 5, seed: int = 0):
     return variables, PaperCNN()
 
 
-def domain_extractor(data: FeatureData, *, epochs: int = 5, seed: int = 0, trained=None):
-    """A `DomainExtractor` from `domain_classifier` (or an already `trained` one)."""
+def domain_extractor(
+    data: FeatureData | None = None, *, epochs: int = 5, seed: int = 0, trained=None
+):
+    """A `DomainExtractor` from `domain_classifier(data)`, or from an already `trained`
+    (variables, model) pair."""
     from jaxsynth.eval.features import DomainExtractor
 
     variables, model = trained or domain_classifier(data, epochs=epochs, seed=seed)
