@@ -100,10 +100,14 @@ def run_jax(args) -> dict:
         "devices": [str(d) for d in jax.devices()],
     }
     n = args.sample_batch
+    pred = task.default_options.prediction
     compiled = {}
     for name, opts in (
-        (f"ddim{args.ddim_steps}", SamplerOptions("ddim", args.ddim_steps, eta=0.0)),
-        (f"ddpm{args.timesteps}", SamplerOptions("ddpm")),
+        (
+            f"ddim{args.ddim_steps}",
+            SamplerOptions("ddim", args.ddim_steps, eta=0.0, prediction=pred),
+        ),
+        (f"ddpm{args.timesteps}", SamplerOptions("ddpm", prediction=pred)),
     ):
         fn = jax.jit(
             lambda v, k, opts=opts: sample_loop(

@@ -56,7 +56,13 @@ def get_config(arg=None):
     c.ddpm.label = "tumour"  # the class a per-class ("none") model is trained on
     c.ddpm.timesteps = 1000
     c.ddpm.schedule = "cosine"  # linear | cosine
-    c.ddpm.prediction = "eps"  # eps | v
+    # v-prediction by default (eps still selectable): with eps the reverse chain's first steps
+    # compute x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar) with sqrt(abar) down to 5e-5
+    # (cosine, t = T-1), so a small eps error becomes a saturated, random per-image colour that
+    # DDIM-50 carries into the sample. Measured on the phantom (32 px, 2,000 steps): per-image
+    # colour spread 0.53 (eps) vs 0.08-0.12 (v) vs 0.13 real; a real-trained CNN separates the
+    # two sampled classes with AUC 0.58 (eps) vs 0.99 (v). See docs/generator_quality.md.
+    c.ddpm.prediction = "v"  # v | eps
     c.ddpm.loss_weighting = "none"  # none | min_snr
     c.ddpm.snr_gamma = 5.0
     c.ddpm.label_dropout = 0.1  # class mode: fraction of null labels (classifier-free guidance)

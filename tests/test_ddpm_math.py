@@ -89,6 +89,24 @@ def test_v_prediction_round_trip():
         np.testing.assert_allclose(np.asarray(x0_hat[:3]), np.asarray(x0[:3]), atol=2e-3)
 
 
+def test_x0_from_v_is_well_conditioned_where_x0_from_eps_amplifies_errors():
+    """Why v is the default prediction: an output error d moves x0_hat by d * sqrt(1-abar) with v
+    (at most d) but by d * sqrt(1-abar)/sqrt(abar) with eps, which is ~2e4 at the cosine
+    schedule's last step - a tiny eps error there becomes a saturated random colour."""
+    sched = make_schedule("cosine", 1000)
+    xt = jax.random.normal(jax.random.key(0), (3, 4, 4, 3))
+    t = jnp.array([999, 950, 500])
+    out = jax.random.normal(jax.random.key(1), xt.shape)
+    d = 1e-3
+    ac = np.asarray(sched.alphas_cumprod, np.float64)[np.asarray(t)]
+    for pred, gain in (("v", np.sqrt(1 - ac)), ("eps", np.sqrt((1 - ac) / ac))):
+        x0_a, _ = predict_x0_and_eps(sched, xt, t, out, pred)
+        x0_b, _ = predict_x0_and_eps(sched, xt, t, out + d, pred)
+        moved = np.abs(np.asarray(x0_b - x0_a)).mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(moved, d * gain, rtol=2e-2)
+    assert np.sqrt((1 - ac[0]) / ac[0]) > 1e4  # eps at t=T-1: error x 20,000
+
+
 def gaussian_denoiser(sched, mu: float, std: float):
     """The exact E[eps | x_t] when every pixel of x_0 is N(mu, std^2) independently."""
 

@@ -15,6 +15,7 @@ Conditioning (`config.ddpm.conditioning`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -190,9 +191,13 @@ class DdpmTask:
 
         labels: int32 (n,) class indices (class mode; random classes if None).
         masks: float {0,1} (n, H, W, 1) (mask mode; random disc masks if None).
-        options: sampler / steps / eta / guidance (config defaults if None).
+        options: sampler / steps / eta / guidance (config defaults if None). Its `prediction`
+          is replaced by the model's (`ddpm.prediction`): reading a v-model's output as eps
+          (SamplerOptions' default) gives noise, so the trained model decides, not the caller.
         """
-        options = options or self.default_options
+        options = dataclasses.replace(
+            options or self.default_options, prediction=self.default_options.prediction
+        )
         k_sample, k_labels, k_masks = jax.random.split(rng, 3)
         size = int(self.config.image_size)
         if self.conditional and labels is None:
