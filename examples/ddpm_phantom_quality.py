@@ -1,17 +1,25 @@
 """Paper 002's DDPM checks on the built-in phantom: class grid + FID, and mask-guided IoU.
 
-Train the two models first (each ~15 min on a 2-core CPU, minutes on a GPU):
+Train the models first (each ~5 min on a 2-core CPU, well under a minute on a GPU):
 
     jaxsynth train --config configs/ddpm.py:phantom,class --workdir runs/ddpm_class
     jaxsynth train --config configs/ddpm.py:phantom,mask  --workdir runs/ddpm_mask
+    # optional, paper 002 variant 1: one unconditional model per class
+    jaxsynth train --config configs/ddpm.py:phantom,label=normal --workdir runs/ddpm_normal
+    jaxsynth train --config configs/ddpm.py:phantom,label=tumour --workdir runs/ddpm_tumour
     python examples/ddpm_phantom_quality.py --class-run runs/ddpm_class \
-        --mask-run runs/ddpm_mask --out runs/ddpm_quality
+        --mask-run runs/ddpm_mask --per-class-runs runs/ddpm_normal runs/ddpm_tumour \
+        --guidance 1,2,3 --out runs/ddpm_quality
 
 Writes `<out>/quality.json` and PNGs:
-* `class_grid.png`: one row of samples per class (classifier-free guidance), next to a row of
-  real held-out tiles of that class; FID per class vs the held-out (val + test) tiles of that
-  class, in domain features (paper 000's CNN trained on the run's training split) unless
-  `--inception-weights` is given (then pytorch-fid's Inception, comparable with papers).
+* `class_grid.png` (`class_grid_g<w>.png` per guidance when `--guidance` lists several): one
+  row of samples per class (classifier-free guidance), next to a row of real held-out tiles of
+  that class; `per_class_grid.png` the same for the per-class unconditional models. FID per
+  class vs the held-out (val + test) tiles of that class, in domain features (paper 000's CNN
+  trained on the run's training split) unless `--inception-weights` is given (then
+  pytorch-fid's Inception, comparable with papers); what that CNN (trained on REAL tiles only)
+  calls each sample set, and the AUC with which it tells the two sampled classes apart ("does
+  each class look like its class").
 * `mask_grid.png`: input mask | synthetic image | mask re-segmented from it. The IoU of the
   re-segmented mask with the input mask is paper 002's score (it reported 0.18); next to it the
   same IoU against shuffled masks (chance) and the IoU the same segmenter reaches on the REAL
@@ -38,21 +46,7 @@ def _split_and_task(run: str):
     return task, state, config, step, load_or_build_split(config, run, progress=False)
 
 
-def _domain(split):
-    """Paper 000's CNN trained on the run's training split: (variables, model)."""
-    from jaxsynth.eval.monitor import FeatureData, domain_classifier
-
-    data = FeatureData(split.train.images, split.train.labels, split.val.images, split.val.labels)
-    return domain_classifier(data)
-
-
-def _extractor(trained, weights: str | None):
-    from jaxsynth.eval.features import InceptionExtractor
-    from jaxsynth.eval.monitor import domain_extractor
-
-    if weights:
-        return InceptionExtractor(weights)
-    return domain_extractor(trained=trained)
+_COMPILED: dict = {}  # (task, options) -> jitted sampler: one compile per model and guidance
 
 
 def _sample(task, state, n, rng, batch, guidance=None, **kw):
@@ -60,12 +54,14 @@ def _sample(task, state, n, rng, batch, guidance=None, **kw):
     from jaxsynth.train.visuals import to_uint8
 
     options = sampler_options(task, guidance=guidance)
-
-    fn = jax.jit(
-        lambda st, k, lab, m: task.sample_with_options(
-            st, k, lab.shape[0], labels=lab, masks=m, options=options
+    key = (id(task), options)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(
+            lambda st, k, lab, m: task.sample_with_options(
+                st, k, lab.shape[0], labels=lab, masks=m, options=options
+            )
         )
-    )
+    fn = _COMPILED[key]
     out = []
     for start in range(0, n, batch):
         size = min(batch, n - start)
@@ -91,74 +87,112 @@ def _rows_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
     return out
 
 
-def class_quality(
-    run: str, out: Path, num: int, weights: str | None, guidance: float | None = None
-) -> dict:
-    from jaxsynth.eval import fid
-    from jaxsynth.eval.classification import roc_auc
-    from jaxsynth.tasks.classify import predict_proba
+def _report(scored: dict, names: tuple[str, ...], minority: int) -> None:
+    for name in names:
+        r = scored["per_class"][name]
+        print(
+            f"  {name}: FID {r['fid']:.1f} ({r['num_fake']} samples vs {r['num_real']} held-out), "
+            f"P({names[minority]}) {r['real_classifier_p_minority']:.2f} "
+            f"(real {r['real_classifier_p_minority_on_real']:.2f})"
+        )
+    if "real_classifier_auc_on_samples" in scored:
+        print(
+            "  real-trained classifier, AUC separating the sampled classes: "
+            f"{scored['real_classifier_auc_on_samples']:.3f} "
+            f"(real held-out tiles: {scored['real_classifier_auc_on_real']:.3f})"
+        )
+
+
+def _class_grid(ref, samples: dict[str, np.ndarray], path: Path, scale: int) -> None:
+    """Rows: samples of class 0, real class 0, samples of class 1, real class 1, ..."""
     from jaxsynth.train.visuals import save_png
 
+    rows = []
+    for label, name in enumerate(ref.names):
+        rows += [samples[name][:8], ref.real_of[label][:8]]
+    save_png(_upscale(_rows_grid(rows), scale), path)
+
+
+def _score(ref, samples: dict, seconds: dict, out: Path, stem: str, scale: int) -> dict:
+    scored = ref.score(samples)
+    for name, sec in seconds.items():
+        scored["per_class"][name]["sample_seconds"] = sec
+    _report(scored, ref.names, ref.minority)
+    _class_grid(ref, samples, out / f"{stem}_grid.png", scale)
+    np.savez_compressed(out / f"{stem}_samples.npz", **samples)
+    return scored
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling so 32-px tiles are readable in a note or a doc."""
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def _reference(split, config, weights: str | None):
+    from jaxsynth.eval.class_fidelity import ClassFidelity
+
+    minority = config.data.get("minority_class", "tumour")
+    return ClassFidelity(split, inception_weights=weights, minority=minority)
+
+
+def class_quality(
+    run: str, out: Path, num: int, weights: str | None, guidances: list[float | None], scale: int
+) -> dict:
+    """Class-conditional model (classifier-free guidance): one scored sample set per guidance."""
     task, state, config, step, split = _split_and_task(run)
-    trained = _domain(split)
-    extractor = _extractor(trained, weights)
-    minority = split.label_of(config.data.get("minority_class", "tumour"))
-    samples = {}
-    rows, result = [], {"run": run, "step": step, "features": extractor.id, "per_class": {}}
-    result["guidance"] = guidance if guidance is not None else task.default_options.guidance
-    names = split.class_names
-    real_of = {
-        c: np.concatenate([split.val.of_classes([c]).images, split.test.of_classes([c]).images])
-        for c in range(len(names))
-    }
-    feats_of = {c: extractor(x) for c, x in real_of.items()}
-    for label, name in enumerate(names):
-        real = real_of[label]
-        t0 = time.perf_counter()
-        fake = _sample(
-            task, state, num, jax.random.key(100 + label), 50, guidance=guidance,
-            labels=np.full(num, label, np.int32),
-        )  # fmt: skip
-        seconds = time.perf_counter() - t0
-        samples[name] = fake
-        f_fake = extractor(fake)
-        value = fid.fid_from_features(feats_of[label], f_fake)
-        result["per_class"][name] = {
-            "fid": value,
-            # a sample of class c should be closer to real class c than to the other classes
-            "fid_vs_other_classes": {
-                names[o]: fid.fid_from_features(feats_of[o], f_fake)
-                for o in range(len(names))
-                if o != label
-            },
-            "num_fake": num,
-            "num_real": len(real),
-            "sample_seconds": seconds,
-        }
-        # what a classifier trained on REAL tiles calls the samples (higher = more like the class)
-        p_minority = predict_proba(trained[0], fake, model=trained[1])
-        result["per_class"][name]["real_classifier_p_minority"] = float(p_minority.mean())
-        result["per_class"][name]["real_classifier_p_minority_on_real"] = float(
-            predict_proba(trained[0], real, model=trained[1]).mean()
+    ref = _reference(split, config, weights)
+    result = {"run": run, "step": step, "by_guidance": []}
+    for guidance in guidances:
+        g = guidance if guidance is not None else task.default_options.guidance
+        print(f"class-conditional model, guidance {g:g}:")
+        samples, seconds = {}, {}
+        for label, name in enumerate(ref.names):
+            t0 = time.perf_counter()
+            samples[name] = _sample(
+                task, state, num, jax.random.key(100 + label), 50, guidance=g,
+                labels=np.full(num, label, np.int32),
+            )  # fmt: skip
+            seconds[name] = time.perf_counter() - t0
+        stem = "class" if len(guidances) == 1 else f"class_g{g:g}"
+        result["by_guidance"].append(
+            dict(_score(ref, samples, seconds, out, stem, scale), guidance=g)
         )
-        rows += [fake[:8], real[:8]]
-        print(f"{name}: FID {value:.1f} ({num} samples vs {len(real)} held-out, {seconds:.0f}s)")
-    # rows: samples of class 0, real class 0, samples of class 1, real class 1, ...
-    save_png(_rows_grid(rows), out / "class_grid.png")
-    np.savez_compressed(out / "class_samples.npz", **samples)
-    if len(names) == 2:  # can a real-trained classifier tell the two sample sets apart?
-        other = 1 - minority
-        p = predict_proba(
-            trained[0], np.concatenate([samples[names[other]], samples[names[minority]]]),
-            model=trained[1],
-        )  # fmt: skip
-        y = np.r_[np.zeros(num), np.ones(num)]
-        result["real_classifier_auc_on_samples"] = roc_auc(y, p)
-        print(f"real-trained classifier, AUC separating the sampled classes: {roc_auc(y, p):.3f}")
     return result
 
 
-def mask_quality(run: str, out: Path, num: int) -> dict:
+def per_class_quality(
+    runs: list[str], out: Path, num: int, weights: str | None, scale: int
+) -> dict:
+    """Paper 002 variant 1: one unconditional model per class (`ddpm.conditioning='none'`), each
+    sampled for its own class and scored exactly like the class-conditional model."""
+    models = [_split_and_task(r) for r in runs]
+    split, config0 = models[0][4], models[0][2]
+    held_out = lambda m: [
+        e["sha256"] for part in ("val", "test") for e in m.manifest["splits"][part]
+    ]
+    if any(held_out(m[4]) != held_out(split) for m in models[1:]):
+        raise SystemExit(f"--per-class-runs {runs}: the runs do not share one held-out split")
+    by_label = {str(m[2].ddpm.label): m for m in models}
+    missing = [n for n in split.class_names if n not in by_label]
+    if missing or any(m[0].conditioning != "none" for m in models):
+        raise SystemExit(
+            f"--per-class-runs: need one ddpm.conditioning='none' run per class "
+            f"{split.class_names}; missing {missing}"
+        )
+    ref = _reference(split, config0, weights)
+    print("per-class unconditional models:")
+    samples, seconds = {}, {}
+    for label, name in enumerate(ref.names):
+        task, state = by_label[name][0], by_label[name][1]
+        t0 = time.perf_counter()
+        samples[name] = _sample(task, state, num, jax.random.key(100 + label), 50)
+        seconds[name] = time.perf_counter() - t0
+    result = dict(_score(ref, samples, seconds, out, "per_class", scale), runs=runs)
+    result["steps"] = {name: by_label[name][3] for name in ref.names}
+    return result
+
+
+def mask_quality(run: str, out: Path, num: int, scale: int) -> dict:
     from jaxsynth.diffusion.segmentation import mask_guided_iou, segment_nuclei_batch
     from jaxsynth.train.visuals import save_png
 
@@ -175,9 +209,8 @@ def mask_quality(run: str, out: Path, num: int) -> dict:
     seg = segment_nuclei_batch(fake[:8]).astype(np.uint8) * 255
     m8 = (masks[:8, ..., 0] * 255).astype(np.uint8)
     to_rgb = lambda g: np.repeat(g[..., None], 3, axis=-1)
-    save_png(
-        _rows_grid([to_rgb(m8), fake[:8], to_rgb(seg.reshape(m8.shape))]), out / "mask_grid.png"
-    )
+    grid = _rows_grid([to_rgb(m8), fake[:8], to_rgb(seg.reshape(m8.shape))])
+    save_png(_upscale(grid, scale), out / "mask_grid.png")
     result = {
         "run": run,
         "step": step,
@@ -197,21 +230,37 @@ def mask_quality(run: str, out: Path, num: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--class-run", help="run dir of a ddpm.conditioning='class' model")
+    p.add_argument(
+        "--per-class-runs", nargs="+", help="one ddpm.conditioning='none' run dir per class"
+    )
     p.add_argument("--mask-run", help="run dir of a ddpm.conditioning='mask' model")
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=int, default=300, help="samples per class / masks")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: config)")
+    p.add_argument(
+        "--guidance", help="classifier-free guidance, or a comma list to sweep (default: config)"
+    )
+    p.add_argument("--grid-scale", type=int, default=3, help="upscale grids for reading")
     p.add_argument("--inception-weights", help="pytorch-fid's .pth (local); default: domain")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        guidances = [float(g) for g in args.guidance.split(",")] if args.guidance else [None]
+    except ValueError:
+        raise SystemExit(
+            f"--guidance {args.guidance!r}: expected numbers like 2 or 1,2,3"
+        ) from None
     result = {}
     if args.class_run:
         result["class"] = class_quality(
-            args.class_run, out, args.num, args.inception_weights, args.guidance
+            args.class_run, out, args.num, args.inception_weights, guidances, args.grid_scale
+        )
+    if args.per_class_runs:
+        result["per_class_models"] = per_class_quality(
+            args.per_class_runs, out, args.num, args.inception_weights, args.grid_scale
         )
     if args.mask_run:
-        result["mask"] = mask_quality(args.mask_run, out, args.num)
+        result["mask"] = mask_quality(args.mask_run, out, args.num, args.grid_scale)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {out / 'quality.json'}")
 
