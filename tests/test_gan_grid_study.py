@@ -48,10 +48,14 @@ def test_smoke_variant_picks_two_points_and_unknown_points_are_named():
         enabled_generators(study)
 
 
-def test_default_study_trains_the_two_gans_and_all_adds_wgan_gp_and_ddpm():
+def test_default_study_trains_two_gans_and_the_ddpm_and_all_adds_wgan_gp():
     default, everything = load_config("rare_tumour"), load_config("rare_tumour:all")
-    assert enabled_generators(default) == ["dcgan", "cgan"]
+    assert enabled_generators(default) == ["dcgan", "cgan", "ddpm"]
     assert enabled_generators(everything) == ["dcgan", "cgan", "wgan_gp", "ddpm"]
     # the DCGAN of the default sees only 80 tumour tiles: DiffAugment is on
     dcgan = generator_config(default, "dcgan")
     assert dcgan.gan.diffaugment == "color,translation,cutout" and dcgan.num_steps == 2000
+    # the study's DDPM: one model for the tumour class, v-prediction (configs/ddpm.py)
+    ddpm = generator_config(default, "ddpm")
+    assert ddpm.ddpm.conditioning == "none" and ddpm.ddpm.label == "tumour"
+    assert ddpm.ddpm.prediction == "v" and ddpm.data.train_classes == ("tumour",)
