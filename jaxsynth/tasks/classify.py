@@ -311,9 +311,12 @@ def train_and_score(
 
 # ----------------------------------------------------------------------------- engine plug-in
 class ClassifierTask:
-    """The paper-000 classifier as a `jaxsynth.train.task.Task` for the shared training engine.
+    """The study's classifiers as a `jaxsynth.train.task.Task` for the shared training engine.
 
     Same loss as `train_step` (class-weighted BCE), Adam. Config keys (all optional):
+    `classifier.model` (`paper_cnn` default, or `resnet18` / `resnet50` / `mobilenet_v2` from
+    `jaxsynth.models.classifier`, built for `config.image_size`; their BatchNorm running
+    statistics live in the engine's `ModelState.batch_stats` and are checkpointed with it),
     `classifier.lr` (1e-3), `classifier.class_weight` ((w_normal, w_tumour); default (1, 1):
     compute them from the training labels with `balanced_class_weights` and put them in the
     config, since the engine's batches carry no per-example weight), and `classifier.hidden`,
@@ -327,35 +330,62 @@ class ClassifierTask:
     conditional = False
 
     def __init__(self, config) -> None:
+        from jaxsynth.errors import UserError
+        from jaxsynth.models import classifier as zoo
+
         cfg = config.get("classifier", None) or {}
         self.lr = float(cfg.get("lr", 1e-3))
         self.class_weight = tuple(float(w) for w in cfg.get("class_weight", (1.0, 1.0)))
-        self.net = canonical_model(
-            PaperCNN(
+        name = str(cfg.get("model", "paper_cnn"))
+        if name not in zoo.MODELS:
+            raise UserError(f"classifier.model='{name}': unknown (one of {', '.join(zoo.MODELS)})")
+        if name == "paper_cnn":
+            net = PaperCNN(
                 hidden=int(cfg.get("hidden", 128)), dropout_rate=float(cfg.get("dropout", 0.5))
             )
-        )
+        else:
+            net = zoo.build(name, int(config.get("image_size", 32)))
+        self.net = canonical_model(net)
+        self.batch_norm = zoo.has_batch_stats(self.net)
 
     def init(self, rng, sample_batch):
         from jaxsynth.train.state import ModelState, TrainState
 
         init_rng, base_rng = jax.random.split(rng)
-        params = self.net.init(init_rng, sample_batch["image"][:1])["params"]
-        model = ModelState.create(params, _adam(self.lr), ema_decay=0.0)
+        variables = self.net.init(init_rng, sample_batch["image"][:1])
+        model = ModelState.create(
+            variables["params"],
+            _adam(self.lr),
+            batch_stats=variables.get("batch_stats"),
+            ema_decay=0.0,
+        )
         return TrainState.create(base_rng, {"model": model})
 
     def train_step(self, state, batch, rng):
         weights = jnp.asarray(self.class_weight, jnp.float32)[batch["label"]]
+        model = state["model"]
 
         def loss_fn(params):
-            logits = self.net.apply(
-                {"params": params}, batch["image"], train=True, rngs={"dropout": rng}
+            variables = {
+                "params": params,
+                **({"batch_stats": model.batch_stats} if self.batch_norm else {}),
+            }
+            out = self.net.apply(
+                variables,
+                batch["image"],
+                train=True,
+                rngs={"dropout": rng},
+                mutable=["batch_stats"] if self.batch_norm else False,
             )
-            return weighted_bce(logits, batch["label"], weights)
+            logits, updates = out if self.batch_norm else (out, {})
+            return weighted_bce(logits, batch["label"], weights), updates
 
-        loss, grads = jax.value_and_grad(loss_fn)(state["model"].params)
-        state = state.with_model("model", state["model"].apply_gradients(grads))
-        return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.params)
+        model = model.apply_gradients(grads, batch_stats=updates.get("batch_stats"))
+        return state.with_model("model", model), {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+        }
 
 
 def make_task(config) -> ClassifierTask:
