@@ -11,7 +11,7 @@ Variants:
   14 minutes on a 2-core CPU.
   The test split is 10× paper 000's (100 tumour / 1,000 normal, same 1:10 prevalence) because
   a metric on 10 tumour images proves nothing.
-* `:all`: the default plus WGAN-GP (about 20 minutes on a 2-core CPU).
+* `:all`: the default plus WGAN-GP (about 15 minutes on a 2-core CPU; WGAN-GP adds ~80 s).
 * `:smoke`: tiny everything (tests).
 * `:paper`: paper 000's settings — 128 px, 100 tumour / 1,000 normal (80/10/10 split), DCGAN
   for 3,000 epochs, 300 GAN + 100 SD images, 10 classifier epochs at batch 32 — for a GPU/TPU
