@@ -75,16 +75,11 @@ def _sample(task, state, n, rng, batch, guidance=None, **kw):
     return np.concatenate(out)
 
 
-def _rows_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
-    """One grid row per array in `rows` (each (k, H, W, 3) uint8), white padding."""
-    k = max(len(r) for r in rows)
-    h, w = rows[0].shape[1:3]
-    out = np.full((len(rows) * (h + pad) + pad, k * (w + pad) + pad, 3), 255, np.uint8)
-    for i, r in enumerate(rows):
-        for j, img in enumerate(r):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y : y + h, x : x + w] = img
-    return out
+def _rows_grid(rows: list[np.ndarray]) -> np.ndarray:
+    """One grid row per array in `rows` (equal-length (k, H, W, 3) uint8 arrays)."""
+    from jaxsynth.train.visuals import make_grid
+
+    return make_grid(np.concatenate(rows), cols=len(rows[0]))
 
 
 def _report(scored: dict, names: tuple[str, ...], minority: int) -> None:

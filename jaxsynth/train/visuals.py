@@ -16,10 +16,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def make_grid(images_uint8: np.ndarray, pad: int = 2) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> one (rows·(H+pad)+pad, cols·(W+pad)+pad, 3) uint8 mosaic."""
+def make_grid(images_uint8: np.ndarray, pad: int = 2, cols: int | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> one (rows·(H+pad)+pad, cols·(W+pad)+pad, 3) uint8 mosaic, filled
+    row by row; `cols` defaults to a square-ish layout."""
     n, h, w, c = images_uint8.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
     for i, img in enumerate(images_uint8):
