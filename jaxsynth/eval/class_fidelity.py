@@ -60,6 +60,11 @@ class ClassFidelity:
         self.feats_of = {c: self.extractor(x) for c, x in self.real_of.items()}
         self.train_of = {c: split.train.of_classes([c]).images for c in range(len(self.names))}
         self.train_feats_of = {c: self.extractor(x) for c, x in self.train_of.items()}
+        # what the CNN says of the real held-out tiles is fixed: computed once, not per score()
+        self.p_real_of = {c: self.p_minority(x) for c, x in self.real_of.items()}
+        if len(self.names) == 2:
+            other = 1 - self.minority
+            self.auc_on_real = self._auc(self.p_real_of[other], self.p_real_of[self.minority])
 
     def p_minority(self, images: np.ndarray) -> np.ndarray:
         """P(minority class) from the real-trained CNN, per image (uint8 or [-1, 1] floats)."""
@@ -79,9 +84,11 @@ class ClassFidelity:
         if missing:
             raise ValueError(f"samples for classes {missing} are missing (have {list(samples)})")
         result = {"features": self.extractor.id, "per_class": {}}
+        p_fake = {}
         for label, name in enumerate(self.names):
             fake = _as_uint8(samples[name])
             f_fake = self.extractor(fake)
+            p_fake[name] = self.p_minority(fake)
             result["per_class"][name] = {
                 "fid": fid.fid_from_features(self.feats_of[label], f_fake),
                 "fid_vs_other_classes": {
@@ -91,20 +98,16 @@ class ClassFidelity:
                 },
                 "num_fake": len(fake),
                 "num_real": len(self.real_of[label]),
-                "real_classifier_p_minority": float(self.p_minority(fake).mean()),
-                "real_classifier_p_minority_on_real": float(
-                    self.p_minority(self.real_of[label]).mean()
-                ),
+                "real_classifier_p_minority": float(p_fake[name].mean()),
+                "real_classifier_p_minority_on_real": float(self.p_real_of[label].mean()),
                 **self._memorization(label, fake, f_fake),
             }
         if len(self.names) == 2:
             other = 1 - self.minority
             result["real_classifier_auc_on_samples"] = self._auc(
-                samples[self.names[other]], samples[self.names[self.minority]]
+                p_fake[self.names[other]], p_fake[self.names[self.minority]]
             )
-            result["real_classifier_auc_on_real"] = self._auc(
-                self.real_of[other], self.real_of[self.minority]
-            )
+            result["real_classifier_auc_on_real"] = self.auc_on_real
         return result
 
     def _memorization(self, label: int, fake: np.ndarray, f_fake: np.ndarray) -> dict:
@@ -127,9 +130,11 @@ class ClassFidelity:
             "median_train_heldout_ratio": float(np.median(ratio)),
         }
 
-    def _auc(self, negatives: np.ndarray, positives: np.ndarray) -> float:
-        p = self.p_minority(np.concatenate([negatives, positives]))
-        return roc_auc(np.r_[np.zeros(len(negatives)), np.ones(len(positives))], p)
+    @staticmethod
+    def _auc(p_negatives: np.ndarray, p_positives: np.ndarray) -> float:
+        """ROC AUC of the CNN's P(minority) separating two image sets."""
+        y = np.r_[np.zeros(len(p_negatives)), np.ones(len(p_positives))]
+        return roc_auc(y, np.concatenate([p_negatives, p_positives]))
 
 
 def _as_uint8(images: np.ndarray) -> np.ndarray:
