@@ -330,23 +330,20 @@ class ClassifierTask:
     conditional = False
 
     def __init__(self, config) -> None:
-        from jaxsynth.errors import UserError
-        from jaxsynth.models import classifier as zoo
+        from jaxsynth.models.classifier import has_batch_stats
+        from jaxsynth.study.arms import build_classifier
 
         cfg = config.get("classifier", None) or {}
         self.lr = float(cfg.get("lr", 1e-3))
         self.class_weight = tuple(float(w) for w in cfg.get("class_weight", (1.0, 1.0)))
-        name = str(cfg.get("model", "paper_cnn"))
-        if name not in zoo.MODELS:
-            raise UserError(f"classifier.model='{name}': unknown (one of {', '.join(zoo.MODELS)})")
-        if name == "paper_cnn":
+        if cfg.get("model", "paper_cnn") == "paper_cnn":
             net = PaperCNN(
                 hidden=int(cfg.get("hidden", 128)), dropout_rate=float(cfg.get("dropout", 0.5))
             )
-        else:
-            net = zoo.build(name, int(config.get("image_size", 32)))
+        else:  # the study's builder: same names, same one-line error for an unknown one
+            net = build_classifier(cfg, int(config.get("image_size", 32)))
         self.net = canonical_model(net)
-        self.batch_norm = zoo.has_batch_stats(self.net)
+        self.batch_norm = has_batch_stats(self.net)
 
     def init(self, rng, sample_batch):
         from jaxsynth.train.state import ModelState, TrainState
