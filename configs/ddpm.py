@@ -13,20 +13,23 @@ Variants: default (32 px, a CPU-trainable U-Net), `:smoke` (16 px, 8 channels, s
 the optimiser are those of denoising-diffusion-pytorch, which the paper used; the paper states
 only resolution, epochs and batch size), `:phantom` (the CPU quality check on the phantom:
 32 px, narrow U-Net, 2,000 steps of batch 16). Modifiers after the variant, comma-separated:
-`:smoke,class`, `:paper,mask`, `:smoke,label=normal`, `:class`.
+`:smoke,class`, `:paper,mask`, `:smoke,label=normal`, `:class`. `:study32` is the DDPM as the
+default rare-tumour study trains it (a 0.1 M-parameter two-level U-Net, 1,500 steps of batch 32,
+20 DDIM steps).
 """
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
+
+VARIANTS = Variants(
+    ("smoke", "paper", "phantom", "study32"), modifiers=("none", "class", "mask", "label=<class>")
+)
 
 
 def get_config(arg=None):
-    parts = [p for p in (arg or "").split(",") if p]
-    variants = ("smoke", "paper", "phantom")
-    variant = next((p for p in parts if p in variants), None)
-    mods = [p for p in parts if p not in variants]
+    variant, mods = VARIANTS.parse(arg)
     c = base_config()
     c.task = "jaxsynth.tasks.ddpm:make_task"
     c.image_size = 32
@@ -59,9 +62,7 @@ def get_config(arg=None):
     # v-prediction by default (eps still selectable): with eps the reverse chain's first steps
     # compute x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar) with sqrt(abar) down to 5e-5
     # (cosine, t = T-1), so a small eps error becomes a saturated, random per-image colour that
-    # DDIM-50 carries into the sample. Measured on the phantom (32 px, 2,000 steps): per-image
-    # colour spread 0.53 (eps) vs 0.08-0.12 (v) vs 0.13 real; a real-trained CNN separates the
-    # two sampled classes with AUC 0.58 (eps) vs 0.99 (v). See docs/generator_quality.md.
+    # DDIM-50 carries into the sample (measured: docs/generator_quality.md).
     c.ddpm.prediction = "v"  # v | eps
     c.ddpm.loss_weighting = "none"  # none | min_snr
     c.ddpm.snr_gamma = 5.0
@@ -131,6 +132,20 @@ def get_config(arg=None):
         c.data.split.train = {"normal": 1000, "tumour": 100}
         c.train.sample_every = 500
         c.train.log_every = 100
+    elif variant == "study32":
+        c.batch_size = 32
+        c.num_steps = 1500
+        c.model.base_channels = 16
+        c.model.channel_mults = (1, 2)
+        c.model.num_res_blocks = 1
+        c.model.attention_resolutions = (8,)
+        c.model.num_heads = 1
+        c.sampler.steps = 20
+        c.train.sample_every = 0
+        c.optim.lr = 5e-4
+        c.optim.warmup_steps = 100
+        c.ddpm.ema_decay = 0.999
+        c.train.log_every = 50
     elif variant == "paper":
         c.image_size = 128
         c.batch_size = 8
@@ -149,13 +164,8 @@ def get_config(arg=None):
     for mod in mods:
         if mod in ("none", "class", "mask"):
             c.ddpm.conditioning = mod
-        elif mod.startswith("label="):
+        else:  # label=<class> (VARIANTS.parse admits nothing else)
             c.ddpm.label = mod.split("=", 1)[1]
-        else:
-            raise ValueError(
-                f"unknown variant '{mod}' (smoke | paper | phantom, then none | class | mask | "
-                "label=<class>)"
-            )
     if c.ddpm.conditioning == "none":
         c.data.train_classes = (c.ddpm.label,)
     else:

@@ -1,4 +1,4 @@
-"""Paper 001's GAN hyperparameter grid (Table I) as a sweep over DCGAN runs.
+"""The GAN hyperparameter grid of Andrei & Ionescu (GANs in medical imaging, Table I) as a sweep over DCGAN runs.
 
 Grid: learning rate {1e-4, 2e-4, 1e-3} (the paper lists 0.0001 twice), Adam β1 {0.5, 0.9},
 β2 {0.9, 0.99, 0.999}, latent dimension {50, 100, 500, 1000}: 72 points. Each point is an ordinary
@@ -14,12 +14,14 @@ DCGAN config; pick one with the argument, `i<N>` (0..71), optionally after the s
 import itertools
 import sys
 
-from jaxsynth.tasks.gan import base_gan_config, smoke_overrides
+from jaxsynth.config import Variants
+from jaxsynth.configs import _gan
 
 LEARNING_RATES = (1e-4, 2e-4, 1e-3)
 BETA1 = (0.5, 0.9)
 BETA2 = (0.9, 0.99, 0.999)
 LATENT_DIMS = (50, 100, 500, 1000)
+VARIANTS = Variants(("smoke", "paper"), modifiers=("i<N>",))
 
 
 def grid_points() -> list[dict]:
@@ -31,33 +33,35 @@ def grid_points() -> list[dict]:
 
 
 def get_config(arg=None):
-    parts = [p for p in (arg or "").split(",") if p]
-    variant = next((p for p in parts if p in ("smoke", "paper")), None)
-    index_parts = [p for p in parts if p.startswith("i")]
-    unknown = [p for p in parts if p not in ("smoke", "paper") and not p.startswith("i")]
-    if unknown or len(index_parts) > 1:
-        raise ValueError(f"unknown variant '{arg}' (smoke | paper | i<N> | smoke,i<N>)")
+    variant, mods = VARIANTS.parse(arg)
     points = grid_points()
+    if len(mods) > 1:
+        raise ValueError(f"one grid index at most, got '{arg}'")
     try:
-        index = int(index_parts[0][1:]) if index_parts else 0
+        index = int(mods[0][1:]) if mods else 0
     except ValueError:
-        raise ValueError(f"grid index '{index_parts[0]}' must be i0..i{len(points) - 1}") from None
+        raise ValueError(f"grid index '{mods[0]}' must be i0..i{len(points) - 1}") from None
     if not 0 <= index < len(points):
         raise ValueError(f"grid index {index} out of range 0..{len(points) - 1}")
-    c = base_gan_config()
+    c = _gan.base()
     c.task = "dcgan"
     c.num_steps = 5000
     c.grid_index = index
     if variant == "smoke":
-        c = smoke_overrides(c)
+        _gan.smoke(c)
     elif variant == "paper":
         c.image_size = 128
         c.batch_size = 32
         c.num_steps = 9375
-    for key, value in points[index].items():
+    apply_point(c, points[index])
+    return c
+
+
+def apply_point(c, point: dict) -> None:
+    """Set one grid point's values (`{"optim.g_lr": ..., ...}`) in a GAN config, in place."""
+    for key, value in point.items():
         group, name = key.split(".")
         c[group][name] = value
-    return c
 
 
 if __name__ == "__main__":

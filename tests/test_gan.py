@@ -268,3 +268,31 @@ def test_paper_001_grid_covers_table_1():
     assert (c.optim.g_lr, c.optim.b1, c.optim.b2, c.model.latent_dim) == (1e-3, 0.9, 0.999, 1000)
     with pytest.raises(Exception, match="out of range"):
         load_config(f"{config_path}:i72")
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan_gp"])
+def test_discriminator_dropout_keys_differ_between_passes(name):
+    """Every pass through D in one step draws its own dropout mask: the real pass, the fake pass
+    and the pass inside G's loss (WGAN-GP: real, fake and the penalty of every critic update).
+    One shared key gave all of them the same mask."""
+    config = load_config(f"{name}:smoke", ["--config.model.d_dropout=0.3"])
+    task = build_task(config)
+    batch = {
+        "image": jnp.zeros((config.batch_size, 16, 16, 3), jnp.float32),
+        "label": jnp.zeros((config.batch_size,), jnp.int32),
+    }
+    state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
+    seen = []
+    original = task._critic
+
+    def recording(params, x, labels, rng, module=None):
+        jax.debug.callback(
+            lambda kd: seen.append(np.asarray(kd).tobytes()), jax.random.key_data(rng)
+        )
+        return original(params, x, labels, rng, module)
+
+    task._critic = recording
+    jax.block_until_ready(jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1)))
+    passes = 3 if name == "dcgan" else 3 * config.gan.n_critic + 1
+    assert len(seen) == passes
+    assert len(set(seen)) == passes, "two passes through D shared a dropout key"

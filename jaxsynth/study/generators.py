@@ -1,9 +1,11 @@
 """Generator stages of the study: train on the training split, sample, filter, score.
 
-Each generator is configured by `gen.<name>` in the study config: the model config it starts
-from (`configs/<file>[:variant]`), its step count and batch size, and free-form overrides. The
-study's own `seed`, `image_size` and `data` group replace the model config's, so every model
-sees the same split; the training images are handed to the engine directly from the study split
+Each generator is configured by `gen.<name>` in the study config: a whole model config (e.g.
+`configs/dcgan.py:study32`) nested in the study, so any of its keys is overridable by its full
+dotted name (`--config.gen.dcgan.optim.g_lr=1e-4`). The keys the study sets for every generator
+alike (`STUDY_OWNED`: seed, image size, data source and split) are removed from the nested copy
+by `study_generator` and filled in from the study by `generator_config`, so every model sees the
+same split; the training images are handed to the engine directly from the study split
 (training split only, leak-checked), never re-drawn.
 """
 
@@ -15,30 +17,37 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxsynth.config import apply_overrides, load_config
 from jaxsynth.data.split import StudySplit, assert_no_leakage, load_or_build_split
 from jaxsynth.errors import UserError
 
 SYNTHETIC_FILE = "synthetic.npz"
 
 
+# Top-level keys and `data.*` keys of a model config that the study sets for all generators.
+STUDY_OWNED = ("seed", "image_size", "checkpoint_every")
+STUDY_OWNED_DATA = ("source", "classes", "split", "phantom")
+
+
+def study_generator(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`model_config` as a study's `gen.<name>`: a copy without the keys the study owns."""
+    d = model_config.to_dict()
+    for key in STUDY_OWNED:
+        d.pop(key, None)
+    for key in STUDY_OWNED_DATA:
+        d.get("data", {}).pop(key, None)
+    return ml_collections.ConfigDict(d)
+
+
 def generator_config(study: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """The model config for generator `name`, aligned with the study's data and seed."""
-    g = study.gen[name]
-    cfg = load_config(g.config)
+    """The model config for generator `name`: `gen.<name>` plus the study's data and seed."""
+    cfg = ml_collections.ConfigDict(study.gen[name].to_dict())
     cfg.seed = study.seed
     cfg.image_size = study.image_size
-    cfg.num_steps = g.num_steps
-    cfg.batch_size = g.batch_size
-    cfg.checkpoint_every = min(study.checkpoint_every, max(1, g.num_steps))
-    train_classes = tuple(cfg.data.get("train_classes", (study.data.minority_class,)))
-    augment = cfg.data.get("augment", "none")
-    cfg.data = ml_collections.ConfigDict(study.data.to_dict())
-    cfg.data.train_classes = train_classes
-    cfg.data.augment = augment
-    if "classes" not in cfg.data:
-        cfg.data.classes = tuple(study.data.split.train.keys())
-    apply_overrides(cfg, g.overrides)
+    cfg.checkpoint_every = min(study.checkpoint_every, max(1, cfg.num_steps))
+    data = ml_collections.ConfigDict(study.data.to_dict())
+    for key, value in cfg.data.items():  # the model's own data keys (train_classes, augment)
+        data[key] = value
+    cfg.data = data
     return cfg
 
 

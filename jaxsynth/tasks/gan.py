@@ -128,9 +128,7 @@ class GanTask:
         )
         # The penalty's critic: same parameters, im2col strided convs, whose gradient of the
         # input-gradient XLA:CPU runs ~10x faster than a strided conv's (models/layers.py).
-        self.penalty_critic = self.discriminator.clone(
-            conv_impl=str(m.get("d_penalty_conv_impl", "im2col"))
-        )
+        self.penalty_critic = self.discriminator.clone(conv_impl=str(m.d_penalty_conv_impl))
         self.policy = parse_policy(g.diffaugment)
         self.real_label = float(g.real_label)
         self.n_critic = int(g.n_critic) if self.loss == "wgan_gp" else 1
@@ -216,7 +214,9 @@ class GanTask:
         real = batch["image"]
         real_labels = batch["label"] if self.conditional else None
         b = real.shape[0]
-        k = jax.random.split(rng, 8)
+        # One key per use: D's dropout differs between the real pass, the fake pass and the pass
+        # inside G's loss (one shared key gave all three the same dropout mask).
+        k = jax.random.split(rng, 10)
         z_d = jax.random.normal(k[0], (b, self.latent_dim))
         fake_labels_d = self._labels(k[1], b)
         fake, g_stats = self._generate(g, g.params, z_d, fake_labels_d, train=True)
@@ -224,7 +224,7 @@ class GanTask:
 
         def d_loss_fn(d_params):
             lr_ = self._critic(d_params, self._aug(real, k[2]), real_labels, k[3])
-            lf = self._critic(d_params, self._aug(fake, k[4]), fake_labels_d, k[3])
+            lf = self._critic(d_params, self._aug(fake, k[4]), fake_labels_d, k[8])
             loss_real = optax.sigmoid_binary_cross_entropy(lr_, self.real_label).mean()
             loss_fake = optax.sigmoid_binary_cross_entropy(lf, 0.0).mean()
             return loss_real + loss_fake, (lr_.mean(), lf.mean())
@@ -238,7 +238,7 @@ class GanTask:
 
         def g_loss_fn(g_params):
             x, stats = self._generate(g, g_params, z_g, fake_labels_g, train=True)
-            logits = self._critic(d.params, self._aug(x, k[7]), fake_labels_g, k[3])
+            logits = self._critic(d.params, self._aug(x, k[7]), fake_labels_g, k[9])
             return optax.sigmoid_binary_cross_entropy(logits, 1.0).mean(), stats
 
         (g_loss, g_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g.params)
@@ -269,7 +269,7 @@ class GanTask:
             d, g_stats = carry
             real, real_labels, key = xs
             real_labels = real_labels if self.conditional else None
-            k = jax.random.split(key, 6)
+            k = jax.random.split(key, 8)  # a dropout key per critic pass (see _ns_step)
             z = jax.random.normal(k[0], (cb, self.latent_dim))
             fake_labels = self._labels(k[1], cb)
             fake, g_stats = self._generate(
@@ -282,10 +282,10 @@ class GanTask:
 
             def loss_fn(d_params):
                 s_real = self._critic(d_params, self._aug(real, k[3]), real_labels, k[4]).mean()
-                s_fake = self._critic(d_params, self._aug(fake, k[5]), fake_labels, k[4]).mean()
+                s_fake = self._critic(d_params, self._aug(fake, k[5]), fake_labels, k[6]).mean()
 
                 def critic_sum(x):
-                    return self._critic(d_params, x, real_labels, k[4], self.penalty_critic).sum()
+                    return self._critic(d_params, x, real_labels, k[7], self.penalty_critic).sum()
 
                 grads_x = jax.grad(critic_sum)(x_hat)
                 norms = jnp.sqrt(jnp.sum(grads_x**2, axis=(1, 2, 3)) + 1e-12)
@@ -328,92 +328,3 @@ class GanTask:
 def make_task(config: ml_collections.ConfigDict) -> GanTask:
     """Factory named by `config.task` (dcgan | cgan | wgan_gp)."""
     return GanTask(config)
-
-
-def base_gan_config() -> ml_collections.ConfigDict:
-    """Keys every GAN config has (configs/dcgan.py, cgan.py, wgan_gp.py start from this)."""
-    from jaxsynth.config import base_config
-    from jaxsynth.train.defaults import engine_config
-
-    c = base_config()
-    c.task = "dcgan"
-    c.data.classes = ("normal", "tumour")
-    c.data.train_classes = ("tumour",)  # which classes the generator trains on
-    c.data.split = ml_collections.ConfigDict()
-    c.data.split.test = {"normal": 100, "tumour": 10}
-    c.data.split.val = {"normal": 100, "tumour": 10}
-    c.data.split.train = {"normal": 1000, "tumour": 100}
-    c.data.augment = "none"
-    c.model = ml_collections.ConfigDict()
-    c.model.loss = "nonsaturating"
-    c.model.latent_dim = 100
-    c.model.num_classes = 0  # > 0: conditional G and projection D
-    c.model.g_base_width = 64
-    c.model.g_max_width = 512
-    c.model.g_activation = "relu"
-    c.model.g_norm = "batch"
-    c.model.upsample_impl = "phase"  # phase | vjp | lax (see models/layers.py)
-    c.model.d_base_width = 64
-    c.model.d_max_width = 512
-    c.model.d_norm = "none"
-    c.model.d_dropout = 0.3
-    c.model.d_penalty_conv_impl = "im2col"  # WGAN-GP penalty's critic convs: im2col | lax
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"
-    c.optim.g_lr = 2e-4
-    c.optim.d_lr = 2e-4
-    c.optim.b1 = 0.5
-    c.optim.b2 = 0.999
-    c.gan = ml_collections.ConfigDict()
-    c.gan.real_label = 0.9  # one-sided label smoothing (1.0 = off)
-    c.gan.n_critic = 5
-    c.gan.gp_weight = 10.0
-    c.gan.diffaugment = ""  # e.g. "color,translation,cutout"
-    c.gan.ema_decay = 0.999
-    c.train = engine_config()
-    return c
-
-
-def phantom64_overrides(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The CPU quality check on the built-in phantom (issue: samples show tissue, FID falls):
-    64 px, narrow nets, DiffAugment, 3,000 steps of batch 32, and 300 held-out real tumour
-    (and normal) tiles so the FID curve (`train.fid_every`) rests on enough images."""
-    c.image_size = 64
-    c.batch_size = 32
-    c.num_steps = 3000
-    c.checkpoint_every = 500
-    c.model.g_base_width = 32
-    c.model.g_max_width = 256
-    c.model.d_base_width = 32
-    c.model.d_max_width = 256
-    c.gan.diffaugment = "color,translation,cutout"
-    c.data.split.test = {"normal": 200, "tumour": 200}
-    c.data.split.val = {"normal": 100, "tumour": 100}
-    c.data.split.train = {"normal": 1000, "tumour": 100}
-    c.train.sample_every = 500
-    c.train.ssim_every = 0
-    c.train.fid_every = 500
-    c.train.fid_samples = 300
-    c.train.log_every = 100
-    return c
-
-
-def smoke_overrides(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrink a GAN config to something that trains in seconds on a CPU."""
-    c.image_size = 16
-    c.batch_size = 8
-    c.num_steps = 6
-    c.checkpoint_every = 3
-    c.model.g_base_width = 8
-    c.model.g_max_width = 16
-    c.model.d_base_width = 8
-    c.model.d_max_width = 16
-    c.data.split.test = {"normal": 4, "tumour": 4}
-    c.data.split.val = {"normal": 4, "tumour": 4}
-    c.data.split.train = {"normal": 16, "tumour": 16}
-    c.train.log_every = 2
-    c.train.sample_every = 3
-    c.train.sample_grid = 4
-    c.train.ssim_every = 3
-    c.train.ssim_samples = 8
-    return c
