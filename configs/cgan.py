@@ -9,8 +9,9 @@ The default variant is 64 px (4 stages); `:paper` is 128 px (5 stages, as in the
 `:study32` as the default study trains it (32 px, narrow, 128-d latent, 2,000 steps).
 """
 
-from jaxsynth.config import Variants
 from jaxsynth.configs import _gan
+
+from jaxsynth.config import Variants
 
 VARIANTS = Variants(("smoke", "paper", "phantom64", "study32"))
 

@@ -7,8 +7,9 @@ phantom: 64 px, narrow nets, DiffAugment, FID curve every 500 steps), `:study32`
 study trains it: 32 px, narrow nets, DiffAugment because it sees only 80 tiles, 2,000 steps).
 """
 
-from jaxsynth.config import Variants
 from jaxsynth.configs import _gan
+
+from jaxsynth.config import Variants
 
 VARIANTS = Variants(("smoke", "paper", "phantom64", "study32"))
 

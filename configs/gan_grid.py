@@ -1,4 +1,4 @@
-"""The GAN hyperparameter grid of Andrei & Ionescu (GANs in medical imaging, Table I) as a sweep over DCGAN runs.
+"""The GAN hyperparameter grid of Andrei & Ionescu (GANs in medical imaging, Table I): DCGANs.
 
 Grid: learning rate {1e-4, 2e-4, 1e-3} (the paper lists 0.0001 twice), Adam β1 {0.5, 0.9},
 β2 {0.9, 0.99, 0.999}, latent dimension {50, 100, 500, 1000}: 72 points. Each point is an ordinary
@@ -14,8 +14,9 @@ DCGAN config; pick one with the argument, `i<N>` (0..71), optionally after the s
 import itertools
 import sys
 
-from jaxsynth.config import Variants
 from jaxsynth.configs import _gan
+
+from jaxsynth.config import Variants
 
 LEARNING_RATES = (1e-4, 2e-4, 1e-3)
 BETA1 = (0.5, 0.9)

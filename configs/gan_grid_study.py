@@ -16,9 +16,9 @@ tiny points, for tests), `:paper` (128 px, Rane 2026's DCGAN length; a GPU/TPU h
 """
 
 import ml_collections
+from jaxsynth.configs import gan_grid, rare_tumour
 
 from jaxsynth.config import Variants
-from jaxsynth.configs import gan_grid, rare_tumour
 
 VARIANTS = Variants(("smoke", "paper"))
 

@@ -19,9 +19,9 @@ Variants:
 """
 
 import ml_collections
+from jaxsynth.configs import cgan, dcgan, ddpm, wgan_gp
 
 from jaxsynth.config import Variants, base_config
-from jaxsynth.configs import cgan, dcgan, ddpm, wgan_gp
 from jaxsynth.study.generators import study_generator
 
 # The default trains the DCGAN (Rane 2026), the cGAN (Andrei & Ionescu) and the DDPM (Bohumel);

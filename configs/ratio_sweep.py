@@ -8,9 +8,9 @@ synthetic-only).
 """
 
 import ml_collections
+from jaxsynth.configs import rare_tumour
 
 from jaxsynth.config import Variants
-from jaxsynth.configs import rare_tumour
 
 VARIANTS = Variants(("smoke", "paper"))
 

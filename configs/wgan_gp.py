@@ -7,8 +7,9 @@ WGAN-GP authors' setting, which converges much faster. `:study32` as the study t
 (32 px, narrow nets, 300 steps of 40 = 5 critic updates of 8).
 """
 
-from jaxsynth.config import Variants
 from jaxsynth.configs import _gan
+
+from jaxsynth.config import Variants
 
 VARIANTS = Variants(("smoke", "paper", "study32"))
 
