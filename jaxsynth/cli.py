@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "jaxsynth.commands.eval",
     "jaxsynth.commands.sd",
     "jaxsynth.commands.reader_study",
+    "jaxsynth.commands.configs",
 ]
 
 
@@ -31,16 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxsynth",
         description="Synthetic histopathology images for rare tumour classes (JAX/Flax).",
     )
+    parser.add_argument(
+        "--version", action="store_true", help="print the package, library and device versions"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue  # a command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -50,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     rest = [a for a in argv if not a.startswith("--config.")]
     parser = build_parser()
     args = parser.parse_args(rest)
+    if args.version:
+        from jaxsynth.version import version_text
+
+        print(version_text())
+        return 0
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
     args.config_overrides = overrides
     if overrides and not getattr(args, "takes_config", False):
         parser.error(f"'{args.command}' takes no --config.* overrides")

@@ -209,8 +209,11 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
 
 
 def run_stages(stages: list[Stage], config: ml_collections.ConfigDict, workdir: Path) -> dict:
+    from jaxsynth.version import write_environment
+
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    write_environment(workdir)
     return StageRunner(workdir, config).run(stages)
 
 

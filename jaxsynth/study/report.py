@@ -172,6 +172,7 @@ def report_stage(workdir: Path):
         from jaxsynth.data.split import load_or_build_split
         from jaxsynth.study import plots
         from jaxsynth.study.rare_tumour import enabled_generators
+        from jaxsynth.version import environment
 
         study = ctx.config
         split = load_or_build_split(study, workdir, progress=False)
@@ -222,6 +223,7 @@ def report_stage(workdir: Path):
             gen_figs[g] = figs
         results = {
             "config": json.loads(study.to_json_best_effort()),
+            "environment": environment(),
             "split": ctx.input("split"),
             "generators": {
                 g: {"training": ctx.input(f"gen_{g}"), "quality": quality[g]} for g in gens

@@ -50,6 +50,7 @@ from jaxsynth.train.prefetch import DevicePrefetcher, dispatch_plan
 from jaxsynth.train.progress import Progress
 from jaxsynth.train.state import TrainState
 from jaxsynth.train.task import Task, build_task, has_sampler
+from jaxsynth.version import write_environment
 
 SAMPLE_GRID_SEED = 20_240_917  # fixed key for the periodic grids: the same z every time
 
@@ -229,6 +230,7 @@ def train(
         ckpt.save(state, data_iter, cfg_dict)  # step 0: there is always a last good checkpoint
     if is_main:
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
+        write_environment(workdir)
 
     step_single, step_multi = make_step_fns(task, mesh)
     compiled = _AotSteps(step_single, step_multi, state, data.arrays, config.batch_size, mesh, out)
