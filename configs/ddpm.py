@@ -112,7 +112,7 @@ def get_config(arg=None):
         c.train.ssim_every = 0
     elif variant == "phantom":
         # The CPU quality check on the built-in phantom (class grid, FID, mask IoU), sized to
-        # ~5 minutes on 2 cores (~8.5 steps/s there when the machine is otherwise idle): a
+        # a few minutes on 2 cores (timings: docs/generator_quality.md): a
         # narrow two-level U-Net, batch 16, a high learning rate and a short EMA; 300 held-out
         # tiles per class (examples/ddpm_phantom_quality.py scores it).
         c.batch_size = 16

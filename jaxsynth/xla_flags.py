@@ -1,7 +1,7 @@
 """Per-platform XLA flags, set in ONE place before jax initialises its backends.
 
 On XLA:CPU (jax 0.10) convolutions inside YNNPACK fusions are slower than the Eigen path for the
-GAN convs measured in shared/STACK.md and bench/train_bench.py; taking individual convolutions
+GAN convs measured with bench/train_bench.py (BENCHMARKS.md); taking individual convolutions
 out of YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`) sped a DCGAN
 step up ~1.4× and paper 000's CNN 2×. The flag only affects the CPU backend, so it is harmless on
 GPU/TPU hosts. A user's own XLA_FLAGS setting of the same flag wins; `JAXSYNTH_NO_XLA_FLAGS=1`

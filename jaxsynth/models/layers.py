@@ -1,9 +1,9 @@
 """A fast 4×4 stride-2 transposed convolution (the GAN upsampling layer) for XLA:CPU.
 
 WHY: flax `nn.ConvTranspose` lowers to a convolution with input (lhs) dilation; XLA:CPU runs that
-and, worse, its gradients very slowly (a DCGAN step was ~12× slower than PyTorch, see
-shared/STACK.md). The same linear map can be written with ordinary stride-1 convolutions, which
-XLA:CPU lowers well, in two ways:
+and, worse, its gradients very slowly (a DCGAN step was ~12× slower than PyTorch:
+bench/conv_transpose_bench.py, BENCHMARKS.md). The same linear map can be written with ordinary
+stride-1 convolutions, which XLA:CPU lowers well, in two ways:
 
 * ``"phase"`` (sub-pixel / per-phase): output pixel (2m+a, 2n+b) only ever sees the kernel taps
   W[a::2, b::2] (a 2×2 sub-kernel), so the layer is four stride-1 2×2 convolutions whose outputs

@@ -7,7 +7,7 @@ a 4-level `FlaxAutoencoderKL` (so the latent factor is 8, as in SD), a 2-layer `
 a `CLIPTokenizer` written from a small character-level vocab, and SD v1.5's DDIM scheduler config.
 
 Parameters are NOT made by Flax's `init`: eager init of even this UNet takes 50-120 s on a 2-core
-CPU (shared/STACK.md) and the jitted init spends ~60 s in XLA compilation (measured). Instead the
+CPU and the jitted init spends ~60 s in XLA compilation (measured). Instead the
 parameter shapes come from `jax.eval_shape(init)` (tracing only, ~2 s) and are filled from a numpy
 generator: kernels ~ N(0, 1/fan_in) (variance-preserving, so activations stay O(1) through the
 untrained network), embeddings ~ N(0, 0.02^2), norm scales 1, biases 0.

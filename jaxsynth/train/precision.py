@@ -5,7 +5,7 @@ parameters and inputs to bfloat16 right before `module.apply` and its outputs ba
 for the loss. WHY this works without a second set of "master" weights: the cast sits inside the
 differentiated function, so autodiff casts the gradients back to float32 and the optimiser
 updates float32 parameters. Worth it on GPU/TPU (bf16 matmul/conv units, half the activation
-memory); on CPU it is usually slower (shared/STACK.md) and is there to test the code path.
+memory); on CPU it is usually slower (BENCHMARKS.md) and is there to test the code path.
 """
 
 from __future__ import annotations

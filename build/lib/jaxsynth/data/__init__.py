@@ -1,0 +1,1 @@
+"""Data: image sources (phantom and real datasets), study splits, Grain pipelines."""
