@@ -124,10 +124,10 @@ def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _reference(split, config, weights: str | None):
-    from jaxsynth.eval.class_fidelity import ClassFidelity
+    from jaxsynth.tasks.domain import class_fidelity
 
     minority = config.data.get("minority_class", "tumour")
-    return ClassFidelity(split, inception_weights=weights, minority=minority)
+    return class_fidelity(split, inception_weights=weights, minority=minority)
 
 
 def class_quality(

@@ -12,7 +12,7 @@ import pytest
 from jaxsynth.data.sources import open_source
 from jaxsynth.data.split import build_study_split
 from jaxsynth.eval import fid
-from jaxsynth.eval.class_fidelity import ClassFidelity
+from jaxsynth.tasks.domain import class_fidelity
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def reference():
         fresh[name] = split.test.images[idx[40:]]
         keep[idx[:40]] = True
     split = dataclasses.replace(split, test=split.test.select(keep))
-    return ClassFidelity(split, minority="tumour", epochs=3), fresh
+    return class_fidelity(split, minority="tumour", epochs=3), fresh
 
 
 def test_real_tiles_of_each_class_score_like_their_class(reference):

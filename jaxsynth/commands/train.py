@@ -58,7 +58,7 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
             f"model.num_classes={num_classes} but the split has {len(split.class_names)} classes "
             f"({', '.join(split.class_names)})"
         )
-    from jaxsynth.eval.monitor import FeatureData
+    from jaxsynth.tasks.domain import FeatureData, domain_features
 
     val, test = split.val.of_classes(labels), split.test.of_classes(labels)
     return TrainData(
@@ -67,8 +67,8 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
         class_names=tuple(split.class_names),
         heldout_images=np.concatenate([val.images, test.images]),
         heldout_labels=np.concatenate([val.labels, test.labels]),
-        feature_data=FeatureData(
-            split.train.images, split.train.labels, split.val.images, split.val.labels
+        domain_features=domain_features(
+            FeatureData(split.train.images, split.train.labels, split.val.images, split.val.labels)
         ),
     )
 

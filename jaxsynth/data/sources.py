@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from jaxsynth.data.imageio import decode_image, decode_mask
-from jaxsynth.data.types import CorruptImage, ImageSource, Record, SkipReport
+from jaxsynth.data.types import CorruptImage, ImageSource, Record, SkipReport, pixel_hash
 from jaxsynth.errors import UserError
 
 __all__ = [
@@ -921,8 +921,6 @@ class ArrayRecordSource(_LabelledSource):
 
     def load_with_conversions(self, index: int) -> tuple[Record, list[str]]:
         from array_record.python.array_record_module import ArrayRecordReader
-
-        from jaxsynth.data.split import pixel_hash
 
         shard, pos = (int(v) for v in self._where[index])
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from jaxsynth.config import config_hash, config_to_dict
-from jaxsynth.data.types import CorruptImage, ImageSource, SkipReport
+from jaxsynth.data.types import CorruptImage, ImageSource, SkipReport, pixel_hash
 from jaxsynth.errors import UserError
 
 SPLIT_ORDER = ("test", "val", "train")  # carving order: test first, always real only
@@ -88,14 +87,6 @@ class StudySplit:
                 f"unknown class '{class_name}' (classes: {', '.join(self.class_names)})"
             )
         return self.class_names.index(class_name)
-
-
-def pixel_hash(image: np.ndarray) -> str:
-    """SHA-256 of a uint8 image's shape and bytes: the identity used by the leakage guard."""
-    a = np.ascontiguousarray(image, dtype=np.uint8)
-    h = hashlib.sha256(str(a.shape).encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def resize_tile(image: np.ndarray, size: int) -> np.ndarray:

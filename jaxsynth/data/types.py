@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -77,3 +78,11 @@ class SkipReport:
     def merge(self, other: SkipReport) -> None:
         self.skipped += other.skipped
         self.converted += other.converted
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """SHA-256 of a uint8 image's shape and bytes: the identity used by the leakage guard."""
+    a = np.ascontiguousarray(image, dtype=np.uint8)
+    h = hashlib.sha256(str(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()

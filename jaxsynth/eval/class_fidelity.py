@@ -7,7 +7,7 @@ samples *of each class look like their class*; the measurable form used here:
 
 * FID of the class-c samples vs the held-out real tiles of class c, and vs every other class
   (a class-c sample set should be nearer its own class);
-* paper 000's CNN trained on the REAL training split only: the mean P(minority) it gives each
+* Rane 2026's CNN trained on the REAL training split only: the mean P(minority) it gives each
   sample set next to what it gives the real held-out tiles of that class, and the ROC AUC with
   which it separates the two sampled classes (0.5 = the labels change nothing; the same CNN on
   the real held-out tiles gives the ceiling).
@@ -27,32 +27,20 @@ from jaxsynth.eval.memorization import memorization_report
 
 class ClassFidelity:
     """The reference every per-class sample set is scored against: the held-out real tiles of
-    each class (val + test of `split`), their features, and paper 000's CNN trained on the
-    real training split. Build once, `score` many sample sets (guidance scales, models)."""
+    each class (val + test of `split`) and their features, and a classifier trained on the real
+    training split (Rane 2026's CNN; `jaxsynth.tasks.domain.class_fidelity` trains it and builds
+    this). Build once, `score` many sample sets (guidance scales, models).
 
-    def __init__(
-        self,
-        split: StudySplit,
-        *,
-        inception_weights: str | None = None,
-        minority: str = "tumour",
-        epochs: int = 5,
-        seed: int = 0,
-    ):
-        from jaxsynth.eval.features import InceptionExtractor
-        from jaxsynth.eval.monitor import FeatureData, domain_classifier, domain_extractor
+    `p_minority(images)` is that classifier's P(minority) per image (uint8 or [-1, 1] floats);
+    `extractor` the feature extractor (its `id` names the space). Taken as arguments so this
+    metric does not depend on how, or with which trainer, the classifier was made.
+    """
 
+    def __init__(self, split: StudySplit, *, p_minority, extractor, minority: str = "tumour"):
         self.names = tuple(split.class_names)
         self.minority = split.label_of(minority)
-        data = FeatureData(
-            split.train.images, split.train.labels, split.val.images, split.val.labels
-        )
-        self.trained = domain_classifier(data, epochs=epochs, seed=seed)
-        self.extractor = (
-            InceptionExtractor(inception_weights)
-            if inception_weights
-            else domain_extractor(trained=self.trained)
-        )
+        self.p_minority = p_minority
+        self.extractor = extractor
         self.real_of = {
             c: np.concatenate([split.val.of_classes([c]).images, split.test.of_classes([c]).images])
             for c in range(len(self.names))
@@ -65,13 +53,6 @@ class ClassFidelity:
         if len(self.names) == 2:
             other = 1 - self.minority
             self.auc_on_real = self._auc(self.p_real_of[other], self.p_real_of[self.minority])
-
-    def p_minority(self, images: np.ndarray) -> np.ndarray:
-        """P(minority class) from the real-trained CNN, per image (uint8 or [-1, 1] floats)."""
-        from jaxsynth.tasks.classify import predict_proba
-
-        variables, model = self.trained
-        return predict_proba(variables, images, model=model)
 
     def score(self, samples: dict[str, np.ndarray]) -> dict:
         """`samples` maps every class name to that class's generated images (uint8, or floats
@@ -143,6 +124,6 @@ def _as_uint8(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
-    from jaxsynth.train.visuals import to_uint8
+    from jaxsynth.images import to_uint8
 
     return to_uint8(images)

@@ -226,6 +226,16 @@ def build(name: str, image_size: int = 32) -> nn.Module:
     raise ValueError(f"unknown classifier '{name}' (one of {', '.join(MODELS)})")
 
 
+def build_from_config(cfg, image_size: int) -> nn.Module:
+    """The classifier named by `cfg.model` (a config's `classifier` group); an unknown name is a
+    one-line error naming the key."""
+    from jaxsynth.errors import UserError
+
+    if cfg.model not in MODELS:
+        raise UserError(f"classifier.model='{cfg.model}': unknown (one of {', '.join(MODELS)})")
+    return build(cfg.model, image_size)
+
+
 def has_batch_stats(model: nn.Module) -> bool:
     """Whether `model` keeps BatchNorm running statistics (a `batch_stats` collection)."""
     return not isinstance(model, PaperCNN)

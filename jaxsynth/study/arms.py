@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from jaxsynth.data.split import StudySplit, assert_no_leakage
+from jaxsynth.models.classifier import build_from_config as build_classifier
 
 
 @dataclasses.dataclass
@@ -125,13 +126,3 @@ def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
         "val_probs": val_probs.tolist(),
         "test_metrics": binary_metrics(split.test.labels, test_probs, threshold),
     }, params
-
-
-def build_classifier(cfg, image_size: int):
-    """The classifier module named by `classifier.model` for `image_size`-px patches."""
-    from jaxsynth.errors import UserError
-    from jaxsynth.models import classifier as zoo
-
-    if cfg.model not in zoo.MODELS:
-        raise UserError(f"classifier.model='{cfg.model}': unknown (one of {', '.join(zoo.MODELS)})")
-    return zoo.build(cfg.model, image_size)

@@ -23,6 +23,16 @@ from jaxsynth.errors import UserError
 SYNTHETIC_FILE = "synthetic.npz"
 
 
+def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
+    gens = list(config.generators)
+    for g in gens:
+        if g not in config.gen:
+            raise UserError(f"generators: '{g}' has no settings under gen.{g}")
+    if config.sd.model_path and "sd" not in gens:
+        gens.append("sd")
+    return gens
+
+
 # Top-level keys and `data.*` keys of a model config that the study sets for all generators.
 STUDY_OWNED = ("seed", "image_size", "checkpoint_every")
 STUDY_OWNED_DATA = ("source", "classes", "split", "phantom")
@@ -242,7 +252,7 @@ def load_params(path: Path):
 
 def domain_feature_fn(arm_dir: Path, classifier_cfg, image_size: int):
     """Penultimate features of the original-arm classifier (images in [-1, 1])."""
-    from jaxsynth.study.arms import build_classifier
+    from jaxsynth.models.classifier import build_from_config as build_classifier
     from jaxsynth.tasks.classify import as_variables
 
     variables = as_variables(load_params(Path(arm_dir) / "classifier.msgpack"))

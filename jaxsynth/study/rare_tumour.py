@@ -22,6 +22,7 @@ import numpy as np
 from jaxsynth.data.split import StudySplit, load_or_build_split
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
+from jaxsynth.study.generators import enabled_generators
 from jaxsynth.study.stages import Stage, StageContext, StageRunner
 
 DATA_KEYS = ("seed", "image_size", "data")
@@ -32,16 +33,6 @@ CLASSIFIER_KEYS = (
     "classifier.lr",
     "classifier.class_weights",
 )
-
-
-def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
-    gens = list(config.generators)
-    for g in gens:
-        if g not in config.gen:
-            raise UserError(f"generators: '{g}' has no settings under gen.{g}")
-    if config.sd.model_path and "sd" not in gens:
-        gens.append("sd")
-    return gens
 
 
 def classifier_seeds(config: ml_collections.ConfigDict) -> list[int]:

@@ -171,7 +171,7 @@ def report_stage(workdir: Path):
     def fn(ctx):
         from jaxsynth.data.split import load_or_build_split
         from jaxsynth.study import plots
-        from jaxsynth.study.rare_tumour import enabled_generators
+        from jaxsynth.study.generators import enabled_generators
         from jaxsynth.version import environment
 
         study = ctx.config

@@ -330,8 +330,7 @@ class ClassifierTask:
     conditional = False
 
     def __init__(self, config) -> None:
-        from jaxsynth.models.classifier import has_batch_stats
-        from jaxsynth.study.arms import build_classifier
+        from jaxsynth.models.classifier import build_from_config, has_batch_stats
 
         cfg = config.get("classifier", None) or {}
         self.lr = float(cfg.get("lr", 1e-3))
@@ -341,7 +340,7 @@ class ClassifierTask:
                 hidden=int(cfg.get("hidden", 128)), dropout_rate=float(cfg.get("dropout", 0.5))
             )
         else:  # the study's builder: same names, same one-line error for an unknown one
-            net = build_classifier(cfg, int(config.get("image_size", 32)))
+            net = build_from_config(cfg, int(config.get("image_size", 32)))
         self.net = canonical_model(net)
         self.batch_norm = has_batch_stats(self.net)
 

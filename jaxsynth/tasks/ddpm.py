@@ -178,6 +178,11 @@ class DdpmTask:
         """Engine hook: `n` images in [-1, 1] from the EMA weights with the config's sampler."""
         return self.sample_with_options(state, rng, n, labels=labels)
 
+    def sampler_options(self, **cli_options) -> SamplerOptions:
+        """The Task protocol's optional hook for tasks with `sample_with_options`: the config's
+        sampler settings with the CLI's `--sampler/--steps/--eta/--guidance` applied."""
+        return sampler_options(self, **cli_options)
+
     def sample_with_options(
         self,
         state: TrainState,

@@ -70,8 +70,9 @@ class TrainData:
     heldout_images / heldout_labels: real images the model never trains on (val + test of its
       classes), the reference of the FID curve (`train.fid_every`); conditional models are
       sampled with the held-out label mix.
-    feature_data: `jaxsynth.eval.monitor.FeatureData` for the domain feature extractor of the
-      FID curve when no Inception weights are given.
+    domain_features: a zero-argument callable that builds the feature extractor of the FID
+      curve when no Inception weights are given (`jaxsynth.tasks.domain.domain_features`);
+      called at the first FID evaluation only.
     """
 
     arrays: dict[str, np.ndarray]
@@ -79,7 +80,7 @@ class TrainData:
     class_names: tuple[str, ...] = ()
     heldout_images: np.ndarray | None = None
     heldout_labels: np.ndarray | None = None
-    feature_data: Any = None
+    domain_features: Any = None
 
 
 @dataclasses.dataclass
@@ -420,7 +421,7 @@ def _make_sampler(task: Task, settings, data: TrainData, config):
             from jaxsynth.eval.monitor import build_fid_monitor
 
             fid_state["monitor"] = build_fid_monitor(
-                settings, data.heldout_images, data.feature_data
+                settings, data.heldout_images, data.domain_features
             )
         return fid_state["monitor"]
 

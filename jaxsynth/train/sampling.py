@@ -65,9 +65,7 @@ def sample_images(
             f"--sampler/--steps/--eta/--guidance/--masks: task '{task.name}' has no such options"
         )
     if with_options:
-        from jaxsynth.tasks.ddpm import sampler_options
-
-        opts = sampler_options(task, **(options or {}))
+        opts = task.sampler_options(**(options or {}))
         draw = jax.jit(
             lambda st, rng, lb, m: task.sample_with_options(
                 st, rng, n_chunk, labels=lb, masks=m, options=opts

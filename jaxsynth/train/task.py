@@ -54,6 +54,10 @@ Contract, in detail:
 * ``sample(state, rng, n, labels=None) -> float32 (n,H,W,3) in [-1, 1]`` (optional). Use the EMA
   params (`state[ema_name].ema_variables`). `labels` is int32 (n,) or None (unconditional). Called
   under jit by the engine for sample grids / the SSIM curve, and by `jaxsynth sample`.
+* ``sample_with_options(state, rng, n, labels=None, masks=None, options=None)`` and
+  ``sampler_options(**cli_options) -> options`` (optional, together): a task whose sampler has
+  settings (DDPM: sampler, steps, eta, guidance; masks for mask-guided models) exposes them so
+  `jaxsynth sample` can pass the CLI's values without knowing the task.
 * Attributes: ``name`` (str, used in logs and sidecars); ``ema_name`` (the ModelState `sample`
   draws from, default "generator"); ``conditional`` (bool: `sample` honours `labels`).
 

@@ -9,11 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float images in [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
-    x = (np.asarray(images, np.float32) + 1.0) * 127.5
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+from jaxsynth.images import to_uint8  # noqa: F401  (re-exported: grids take uint8)
 
 
 def make_grid(images_uint8: np.ndarray, pad: int = 2, cols: int | None = None) -> np.ndarray:

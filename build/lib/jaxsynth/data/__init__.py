@@ -1,1 +1,0 @@
-"""Data: image sources (phantom and real datasets), study splits, Grain pipelines."""

@@ -1,1 +1,0 @@
-"""Neural network modules (Flax linen): classifiers, generators, discriminators, U-Nets."""
