@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fresh-machine test run: installs jaxsynth with its dev extra into ./.venv, Debian's chromium
 # (driven by the reader-study browser test; never downloaded by Playwright) and shellcheck (the
-# launch-script lint test), then runs the suite.
+# launch-script lint test), then runs the suite in two tiers: the fast tier (`-m "not slow"`,
+# tiny shapes, a few minutes) and the slow tier (`-m slow`: long trainings, the wheel installed
+# into a fresh venv, end-to-end runs). Together they are the full suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -12,4 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium shellcheck >/dev/null
 fi
-.venv/bin/pytest -q -n 2 tests
+.venv/bin/pytest -q -n 2 -m "not slow" tests
+.venv/bin/pytest -q -n 2 -m slow tests

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -117,7 +118,16 @@ def test_wheel_in_fresh_venv_runs_main_commands_outside_the_checkout(tmp_path):
     run = lambda cmd, **kw: subprocess.run(  # noqa: E731
         cmd, check=True, capture_output=True, text=True, timeout=1200, **kw
     )
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)])
+    # a copy of the sources: setuptools builds in-tree (build/), which must not touch the checkout
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)])
     (wheel,) = dist.glob("jaxsynth-*.whl")
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
