@@ -11,3 +11,23 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+# Optional dependency groups (pyproject's extras): the import that proves each is installed.
+EXTRAS = {
+    "sd": ("diffusers", "transformers"),
+    "reader-study": ("flask",),
+    "tfds": ("tensorflow_datasets",),
+}
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise a one-line `UserError` naming the pip extra when `what` needs one not installed."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(
+            f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): "
+            f"pip install 'jaxsynth[{extra}]'"
+        )

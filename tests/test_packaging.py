@@ -150,3 +150,38 @@ def test_wheel_in_fresh_venv_runs_main_commands_outside_the_checkout(tmp_path):
     assert results["environment"]["jaxsynth"] == version.split()[1]
     run([exe, "train", "--config", "dcgan:smoke", "--workdir", "t"], cwd=work, env=env)
     assert (work / "t" / "checkpoints").is_dir() and (work / "t" / "environment.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("missing", "call", "extra"),
+    [
+        (
+            "diffusers",
+            lambda tmp: __import__("jaxsynth.sd.pipeline").sd.pipeline.check_model_folder(tmp),
+            "sd",
+        ),
+        ("flask", lambda tmp: main(["reader-study", "serve", str(tmp)]), "reader-study"),
+        ("tensorflow_datasets", lambda tmp: load_source(f"tfds:patch_camelyon@{tmp}"), "tfds"),
+    ],
+)
+def test_missing_extra_is_a_one_line_error_naming_it(missing, call, extra, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
+    )
+    try:
+        rc = call(tmp_path)
+    except UserError as e:
+        message = str(e)
+    else:  # the CLI printed it
+        assert rc == 2
+        return
+    assert f"pip install 'jaxsynth[{extra}]'" in message and "\n" not in message
+
+
+def load_source(spec: str):
+    from jaxsynth.data.sources import open_source
+
+    return open_source(spec)

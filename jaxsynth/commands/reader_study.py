@@ -80,6 +80,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from jaxsynth.errors import require_extra
+
+    require_extra("reader-study", "reader-study serve")
     from jaxsynth.reader_study.app import serve
 
     if not 0 <= args.port <= 65535:

@@ -728,6 +728,9 @@ class TfdsSource(_NativeSplitSource):
         self.dataset = name
         self.name = f"tfds:{rest}"
         self.skipped = SkipReport()
+        from jaxsynth.errors import require_extra
+
+        require_extra("tfds", "data.source 'tfds:...'")
         import tensorflow_datasets as tfds
 
         base_name = name.split(":")[0].split("/")[0]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsynth.errors import UserError
+from jaxsynth.errors import UserError, require_extra
 
 SCHEDULERS = ("ddim", "pndm", "dpm")
 DTYPES = ("float32", "bfloat16")
@@ -51,7 +51,9 @@ _TORCH_WEIGHTS = {
 
 
 def quiet_hf_logging() -> None:
-    """Silence diffusers/transformers per-module deprecation and safety-checker notices."""
+    """Silence diffusers/transformers per-module deprecation and safety-checker notices (every
+    path that loads a pipeline starts here, so it also checks the 'sd' extra is installed)."""
+    require_extra("sd", "Stable Diffusion")
     import diffusers
     import transformers
 
@@ -70,6 +72,7 @@ def check_model_folder(model_path: str | Path) -> bool:
 
     Raises `UserError` naming the file or field at fault. Cheap: no weights are read.
     """
+    require_extra("sd", "Stable Diffusion")
     root = Path(model_path)
     if not root.exists():
         raise UserError(f"--model {root}: folder not found")

@@ -88,6 +88,10 @@ def build_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:
     exactly as a real SD v1.5 Flax checkpoint does (`jaxsynth.sd.pipeline.load_pipeline`).
     """
     import jax
+
+    from jaxsynth.errors import require_extra
+
+    require_extra("sd", "the tiny Stable Diffusion pipeline")
     from diffusers import (
         FlaxAutoencoderKL,
         FlaxDDIMScheduler,
