@@ -16,10 +16,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from jaxsynth.config import load_config
 from jaxsynth.data.phantom import DEFAULT_DIFFICULTY
 from jaxsynth.models.classifier import PaperCNN
 from jaxsynth.tasks import classify
@@ -72,7 +72,7 @@ def test_paper_cnn_shapes_and_features():
 
 
 def test_engine_task_step_reduces_loss_on_a_fixed_batch():
-    cfg = ml_collections.ConfigDict({"classifier": {"lr": 1e-3, "class_weight": (0.55, 5.5)}})
+    cfg = load_config("classifier:smoke", ["--config.classifier.class_weight=(0.55, 5.5)"])
     task = classify.make_task(cfg)
     rng = np.random.default_rng(0)
     batch = {

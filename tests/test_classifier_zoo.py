@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxsynth.config import load_config
 from jaxsynth.errors import UserError
 from jaxsynth.models import classifier as zoo
 from jaxsynth.study.arms import build_classifier
@@ -108,9 +109,7 @@ def test_engine_classifier_task_trains_a_batchnorm_model():
     """`classifier.model=mobilenet_v2` through the engine's Task: the loss falls on a fixed
     batch, the BatchNorm running statistics are carried in the engine's ModelState and move,
     and an unknown model name is a one-line UserError naming the field."""
-    cfg = ml_collections.ConfigDict(
-        {"image_size": 16, "classifier": {"model": "mobilenet_v2", "lr": 1e-3}}
-    )
+    cfg = load_config("classifier:smoke", ["--config.classifier.model=mobilenet_v2"])
     task = classify.make_task(cfg)
     assert task.batch_norm
     rng = np.random.default_rng(0)
@@ -133,3 +132,17 @@ def test_engine_classifier_task_trains_a_batchnorm_model():
     cfg.classifier.model = "vgg16"
     with pytest.raises(UserError, match="classifier.model='vgg16'"):
         classify.make_task(cfg)
+
+
+def test_train_command_trains_the_classifier_config_through_the_engine(tmp_path):
+    """`jaxsynth train --config classifier:smoke` runs the classifier Task on the engine: its
+    checkpoints and metrics land in the workdir and the logged loss is finite."""
+    import json
+
+    from jaxsynth.cli import main
+
+    workdir = tmp_path / "clf"
+    assert main(["train", "--config", "classifier:smoke", "--workdir", str(workdir)]) == 0
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and np.isfinite(records[-1]["loss"])
+    assert (workdir / "checkpoints").is_dir()

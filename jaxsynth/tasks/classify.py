@@ -332,15 +332,13 @@ class ClassifierTask:
     def __init__(self, config) -> None:
         from jaxsynth.models.classifier import build_from_config, has_batch_stats
 
-        cfg = config.get("classifier", None) or {}
-        self.lr = float(cfg.get("lr", 1e-3))
-        self.class_weight = tuple(float(w) for w in cfg.get("class_weight", (1.0, 1.0)))
-        if cfg.get("model", "paper_cnn") == "paper_cnn":
-            net = PaperCNN(
-                hidden=int(cfg.get("hidden", 128)), dropout_rate=float(cfg.get("dropout", 0.5))
-            )
+        cfg = config.classifier  # every key declared, with its default, in configs/classifier.py
+        self.lr = float(cfg.lr)
+        self.class_weight = tuple(float(w) for w in cfg.class_weight)
+        if cfg.model == "paper_cnn":
+            net = PaperCNN(hidden=int(cfg.hidden), dropout_rate=float(cfg.dropout))
         else:  # the study's builder: same names, same one-line error for an unknown one
-            net = build_from_config(cfg, int(config.get("image_size", 32)))
+            net = build_from_config(cfg, int(config.image_size))
         self.net = canonical_model(net)
         self.batch_norm = has_batch_stats(self.net)
 
