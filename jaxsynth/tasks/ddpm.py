@@ -87,7 +87,7 @@ class DdpmTask:
             )
         self.conditional = self.conditioning == "class"
         self.num_classes = len(classes) if self.conditional else 0
-        if self.conditional and int(m.get("num_classes", 0)) not in (0, self.num_classes):
+        if self.conditional and int(m.num_classes) not in (0, self.num_classes):
             raise UserError(
                 f"model.num_classes={m.num_classes} but data.classes has {len(classes)} classes"
             )

@@ -22,9 +22,10 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-    """The dtype named by `config.train.compute_dtype` (float32 when unset)."""
-    train = config.get("train") or {}
-    name = str(train.get("compute_dtype", "float32"))
+    """The dtype named by `config.train.compute_dtype` (its default is the engine's)."""
+    from jaxsynth.train.defaults import engine_settings
+
+    name = str(engine_settings(config).compute_dtype)
     if name not in COMPUTE_DTYPES:
         raise UserError(f"train.compute_dtype='{name}' is not one of {', '.join(COMPUTE_DTYPES)}")
     return COMPUTE_DTYPES[name]
