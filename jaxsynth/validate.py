@@ -9,6 +9,7 @@ calls it again at the start of `train()` (library users get the same checks).
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -100,3 +101,50 @@ def strict_json(obj: Any) -> tuple[Any, list[str]]:
         return x
 
     return walk(obj, ""), paths
+
+
+# errno values a user fixes on their side (space, permissions, a read-only mount)
+_FIXABLE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+def os_error_line(error: BaseException, workdir: Any = None) -> str | None:
+    """One line for a full disk / denied permission anywhere in `error`'s cause chain (Orbax
+    and TensorStore wrap them), naming the path and the checkpoints still on disk; None for
+    anything else (a bug keeps its traceback)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    found: OSError | None = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FIXABLE:
+            found = e
+            break
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(error).split())
+    if found is not None:
+        what, path = _FIXABLE[found.errno], found.filename
+    elif "No space left on device" in text:
+        what, path = "no space left on device", None
+    else:
+        return None
+    line = f"{what}" + (f": {path}" if path else "")
+    if workdir is not None:
+        from pathlib import Path
+
+        ckpt = Path(workdir) / "checkpoints"
+        steps = (
+            sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+        )
+        line += (
+            f"; checkpoints on disk in {ckpt}: steps {', '.join(map(str, steps))} "
+            f"(rerun the same command to resume once fixed)"
+            if steps
+            else f"; no checkpoints in {workdir} yet"
+        )
+    return line

@@ -111,3 +111,24 @@ class WorkdirLock:
     def __exit__(self, *exc) -> bool:
         self.release()
         return False
+
+
+# What a training run writes into its workdir; `--restart` moves these aside (nothing deleted).
+RUN_FILES = ("checkpoints", "damaged_checkpoints", "metrics.jsonl", "tb", "samples", "config.json")
+
+
+def set_aside_run(workdir: str | Path) -> Path | None:
+    """Move a previous run's files to `<workdir>/restarted-<UTC time>/`; None if there were none.
+
+    The study split cache (`split/`) stays: it depends on the data settings only, and is
+    verified by its per-image hashes whenever it is read.
+    """
+    workdir = Path(workdir)
+    present = [workdir / n for n in RUN_FILES if (workdir / n).exists()]
+    if not present:
+        return None
+    dest = workdir / f"restarted-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    dest.mkdir()
+    for p in present:
+        os.replace(p, dest / p.name)
+    return dest
