@@ -43,11 +43,11 @@ def check_train_config(config: Any, n_devices: int | None = None) -> None:
         )
 
 
-def model_size_error(config: Any, task_name: str, error: Exception) -> UserError:
+def model_size_error(image_size: int, task_name: str, error: Exception) -> UserError:
     """A model that cannot be built at `image_size` raises ValueError at init; say which key."""
     text = " ".join(str(error).split())
     return UserError(
-        f"image_size={config.image_size}: model '{task_name}' cannot be built at this size ({text})"
+        f"image_size={image_size}: model '{task_name}' cannot be built at this size ({text})"
     )
 
 
