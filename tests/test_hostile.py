@@ -15,17 +15,26 @@ import sys
 import textwrap
 from pathlib import Path
 
-import h5py
-import ml_collections
-import numpy as np
-import pytest
-from PIL import Image
+from fast_jax import configure
 
-from jaxsynth.cli import main
-from jaxsynth.errors import UserError
-from jaxsynth.study.stages import Stage, StageRunner
-from jaxsynth.validate import changed_keys, check_train_config, os_error_line, strict_json
-from jaxsynth.workdir_lock import WorkdirBusy, WorkdirLock
+configure()  # before jax is imported: the shared compilation cache, fast-compile flags
+
+import h5py  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from jaxsynth.cli import main  # noqa: E402
+from jaxsynth.errors import UserError  # noqa: E402
+from jaxsynth.study.stages import Stage, StageRunner  # noqa: E402
+from jaxsynth.validate import (  # noqa: E402
+    changed_keys,
+    check_train_config,
+    os_error_line,
+    strict_json,
+)
+from jaxsynth.workdir_lock import WorkdirBusy, WorkdirLock  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -210,7 +219,9 @@ def test_deleted_or_truncated_split_arrays_are_rebuilt(tmp_path, capsys):
     from jaxsynth.config import load_config
     from jaxsynth.data.split import load_or_build_split
 
-    config = load_config("rare_tumour:smoke")
+    small = ["data.phantom.num_per_class=12", "data.split.train.normal=4"]
+    small += [f"data.split.{s}.{c}=2" for s in ("val", "test") for c in ("normal", "tumour")]
+    config = load_config("rare_tumour:smoke", small + ["data.split.train.tumour=4"])
     first = load_or_build_split(config, tmp_path, progress=False)
     arrays = next((tmp_path / "split").glob("*/arrays.npz"))
     for damage in ("truncate", "delete"):
@@ -480,3 +491,24 @@ def test_full_disk_and_permission_errors_are_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err
     assert f"permission denied: {tmp_path / 'tb'}" in err and "steps 3, 6" in err
+
+
+def test_resume_with_changed_shapes_is_refused_and_restart_starts_over(tmp_path, capsys):
+    base = ["train", "--config", "dcgan:smoke", "--workdir", str(tmp_path), "--config.num_steps=0"]
+    assert main(base) == 0
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    capsys.readouterr()
+    assert main(base + ["--config.model.g_base_width=16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot resume from step 0" in err
+    assert "model.g_base_width (8 → 16)" in err and "--restart" in err
+    # a change that keeps every shape resumes (note only)
+    assert main(base + ["--config.optim.g_lr=0.001"]) == 0
+    assert "resuming from step 0" in capsys.readouterr().out
+    assert main(base + ["--config.model.g_base_width=16", "--restart"]) == 0
+    out = capsys.readouterr().out
+    (kept,) = tmp_path.glob("restarted-*")
+    assert f"kept in {kept}" in out and "resuming" not in out
+    assert (kept / "checkpoints" / "0").is_dir() and (kept / "metrics.jsonl").read_text() == "{}\n"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["g_base_width"] == 16
