@@ -512,3 +512,67 @@ def test_resume_with_changed_shapes_is_refused_and_restart_starts_over(tmp_path,
     assert (kept / "checkpoints" / "0").is_dir() and (kept / "metrics.jsonl").read_text() == "{}\n"
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model"]["g_base_width"] == 16
+
+
+def test_exif_orientation_is_applied_and_reported(tmp_path):
+    from jaxsynth.data.imageio import decode_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "sideways.png", exif=exif)
+    image, conversions = decode_image(tmp_path / "sideways.png", name="sideways.png")
+    np.testing.assert_array_equal(image, np.rot90(pixels, k=-1))
+    assert "EXIF orientation 6 applied" in conversions
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    image, conversions = decode_image(tmp_path / "plain.png", name="plain.png")
+    np.testing.assert_array_equal(image, pixels)
+    assert conversions == []
+
+
+def test_fifos_and_symlink_loops_are_listed_as_skipped(tmp_path, capsys):
+    for cls in ("normal", "tumour"):
+        _images(tmp_path / "root" / cls, 2, 0 if cls == "normal" else 1)
+    tumour = tmp_path / "root" / "tumour"
+    os.mkfifo(tumour / "pipe.png")
+    os.symlink(tumour / "loop_b.png", tumour / "loop_a.png")
+    os.symlink(tumour / "loop_a.png", tumour / "loop_b.png")
+    os.symlink(tumour / "gone.png", tumour / "broken.png")
+    rc = main(["data", "inspect", "--source", f"folder:{tmp_path / 'root'}", "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["usable"] == {"normal": 2, "tumour": 2}
+    items = json.dumps(summary["skipped_items"])
+    for name, why in (
+        ("pipe.png", "FIFO"),
+        ("loop_a.png", "symlink loop"),
+        ("loop_b.png", "symlink loop"),
+        ("broken.png", "broken symlink"),
+    ):
+        assert name in items and why in items, (name, items)
+    assert summary["skipped"] == 4
+    # eval lists them too
+    rc = main(
+        ["eval", "--real", str(tumour), "--fake", str(tmp_path / "root" / "normal")]
+        + ["--metrics", "ssim"]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and {s["file"] for s in result["skipped"]} == {
+        "pipe.png",
+        "loop_a.png",
+        "loop_b.png",
+        "broken.png",
+    }
+
+
+def test_damaged_reader_study_database_is_one_line(tmp_path, capsys):
+    _images(tmp_path / "R", 2, 0)
+    _images(tmp_path / "S", 2, 1)
+    study = tmp_path / "study"
+    argv = ["reader-study", "create", "--real", str(tmp_path / "R"), "--synthetic"]
+    assert main(argv + [str(tmp_path / "S"), "--n", "4", "--raters", "1", "--out", str(study)]) == 0
+    (db,) = [p for p in study.iterdir() if p.suffix in (".sqlite", ".db", ".sqlite3")]
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    capsys.readouterr()
+    assert main(["reader-study", "results", str(study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the study database is damaged" in err and str(db) in err

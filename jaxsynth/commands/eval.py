@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxsynth.data.imageio import decode_image
+from jaxsynth.data.imageio import decode_image, skipped_entries
 from jaxsynth.data.types import CorruptImage
 from jaxsynth.errors import UserError
 from jaxsynth.validate import strict_json
@@ -68,6 +68,8 @@ def load_folder(folder: str | Path, what: str, image_size: int | None, skipped: 
     if not folder.is_dir():
         raise UserError(f"--{what} {folder}: not a folder")
     decoded, names = [], []
+    for name, why in skipped_entries(folder):  # FIFOs, symlink loops: listed, not dropped
+        skipped.append({"set": what, "file": name, "reason": why})
     for path in _list_files(folder):
         try:
             img, _ = decode_image(path, name=str(path))
