@@ -52,14 +52,17 @@ def _read_holder(fd: int) -> dict:
 class WorkdirLock:
     """`with WorkdirLock(workdir, "train"):` — exclusive for the block, released on exit."""
 
-    def __init__(self, workdir: str | Path, command: str, stream=None):
+    def __init__(self, workdir: str | Path, command: str, stream=None, create: bool = True):
         self.workdir = Path(workdir)
+        self.create = create  # False: the workdir must exist (`sample` reads a finished run)
         self.path = self.workdir / LOCK_NAME
         self.command = command
         self.stream = stream if stream is not None else sys.stderr
         self._fd: int | None = None
 
     def acquire(self) -> WorkdirLock:
+        if not self.create and not self.workdir.is_dir():
+            raise UserError(f"--workdir {self.workdir}: no such folder (train there first)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -308,7 +308,8 @@ def test_sample_refuses_a_non_empty_out_folder(tmp_path, capsys):
         ["sample", "--workdir", str(tmp_path / "w"), "--num", "2", "--out", str(out)]
         + ["--overwrite"]
     )
-    assert rc == 2 and "no checkpoints" in capsys.readouterr().err
+    assert rc == 2 and "train there first" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # a mistyped --workdir is not created
 
 
 def _images(folder: Path, n: int, seed: int) -> None:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             f"--out {out}: folder is not empty ({sum(1 for _ in out.iterdir())} entries); "
             f"pick a new folder or pass --overwrite"
         )
-    with WorkdirLock(args.workdir, "sample"):
+    with WorkdirLock(args.workdir, "sample", create=False):
         return _sample(args, out)
 
 
