@@ -62,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"jaxsynth: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a full disk / denied permission: one line, not a buried traceback
+        from jaxsynth.validate import os_error_line
+
+        line = os_error_line(e, getattr(args, "workdir", None))
+        if line is None:
+            raise
+        print(f"jaxsynth: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("jaxsynth: interrupted", file=sys.stderr)
         return 130

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxsynth.data.imageio import decode_image
+from jaxsynth.data.imageio import decode_image, skipped_entries
 from jaxsynth.data.types import CorruptImage
 from jaxsynth.errors import UserError
+from jaxsynth.validate import strict_json
 
 ALL_METRICS = ("fid", "kid", "ssim", "psnr", "prdc", "memorization", "diversity")
 DEFAULT_METRICS = "fid,kid,ssim,psnr,prdc"
@@ -67,6 +68,8 @@ def load_folder(folder: str | Path, what: str, image_size: int | None, skipped: 
     if not folder.is_dir():
         raise UserError(f"--{what} {folder}: not a folder")
     decoded, names = [], []
+    for name, why in skipped_entries(folder):  # FIFOs, symlink loops: listed, not dropped
+        skipped.append({"set": what, "file": name, "reason": why})
     for path in _list_files(folder):
         try:
             img, _ = decode_image(path, name=str(path))
@@ -182,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
 
     extractor, note = None, ""
     if wanted & {"fid", "kid", "prdc", "memorization"}:
+        for what, images in (("real", real), ("fake", fake)):
+            if len(images) < 2:  # KID/FID/PRDC are set statistics
+                raise UserError(
+                    f"--{what} {getattr(args, what)}: {len(images)} decodable image; FID/KID/"
+                    f"PRDC need at least 2 per set (--metrics ssim,psnr compares single images)"
+                )
         if args.inception_weights:
             from jaxsynth.eval.features import InceptionExtractor
 
@@ -218,7 +227,12 @@ def run(args: argparse.Namespace) -> int:
     result["image_size"] = [int(real.shape[1]), int(real.shape[2])]
     result["resized"] = r_resized + f_resized + t_resized
     result["skipped"] = skipped
-    text = json.dumps(result, indent=None, default=_jsonable)
+    # strict JSON: a non-finite value (PSNR of identical images is +inf) is written as null and
+    # listed in "nonfinite" ("psnr.mean=inf"), never as a bare Infinity strict parsers reject
+    result, nonfinite = strict_json(json.loads(json.dumps(result, default=_jsonable)))
+    if nonfinite:
+        result["nonfinite"] = nonfinite
+    text = json.dumps(result, indent=None, allow_nan=False)
     print(text)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

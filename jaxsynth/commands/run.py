@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(name, help=help_text)
         p.add_argument("--config", default=config, help=f"study config (default: {config})")
         p.add_argument("--workdir", default=workdir, help="output directory (resumable)")
+        p.add_argument(
+            "--verify",
+            action="store_true",
+            help="check every cached stage's files by SHA-256, not only by size",
+        )
         p.set_defaults(func=run, takes_config=True, study_entry=entry)
 
 
@@ -43,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     import importlib
 
     from jaxsynth.config import load_config
+    from jaxsynth.workdir_lock import WorkdirLock
 
     module_name, _, fn_name = args.study_entry.partition(":")
     config = load_config(args.config, args.config_overrides)
-    getattr(importlib.import_module(module_name), fn_name)(config, args.workdir)
+    with WorkdirLock(args.workdir, args.command):
+        study = getattr(importlib.import_module(module_name), fn_name)
+        study(config, args.workdir, verify=args.verify)
     return 0

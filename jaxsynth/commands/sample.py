@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="draw images from a trained generator (EMA params)")
     p.add_argument("--workdir", required=True, help="run directory with checkpoints")
     p.add_argument("--num", type=int, help="number of images (default: one per --masks file)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (new or empty)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out (replacing files)"
+    )
     p.add_argument("--label", help="class name to sample (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
@@ -45,6 +48,22 @@ def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
     xla_flags.apply()
+
+    from jaxsynth.workdir_lock import WorkdirLock
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(
+            f"--out {out}: folder is not empty ({sum(1 for _ in out.iterdir())} entries); "
+            f"pick a new folder or pass --overwrite"
+        )
+    with WorkdirLock(args.workdir, "sample", create=False):
+        return _sample(args, out)
+
+
+def _sample(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
     from jaxsynth.config import config_hash
@@ -69,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         for k in ("sampler", "steps", "eta", "guidance")
         if getattr(args, k) is not None
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = sample_images(
         task,

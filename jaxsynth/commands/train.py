@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="config file, e.g. configs/dcgan.py:smoke")
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs, samples)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over in --workdir: its checkpoints and logs are moved to restarted-<time>/",
+    )
     p.set_defaults(func=run, takes_config=True)
 
 
@@ -98,12 +103,26 @@ def run(args: argparse.Namespace) -> int:
     from jaxsynth.train.mesh import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # multi-host: before anything touches a device
+    import contextlib
+
+    import jax
+
     from jaxsynth.train.loop import train
     from jaxsynth.train.task import build_task
+    from jaxsynth.validate import check_train_config
+    from jaxsynth.workdir_lock import WorkdirLock, set_aside_run
 
     config = resolve_config(args)
+    check_train_config(config, jax.device_count())
     task = build_task(config)  # a bad model config fails before the split is built
-    data = training_data_first_on_process_0(config, args.workdir)
-    result = train(config, args.workdir, data, task=task)
+    # one run per workdir; the other processes of a multi-host run share process 0's
+    lock = WorkdirLock(args.workdir, "train")
+    with lock if jax.process_index() == 0 else contextlib.nullcontext():
+        if args.restart and jax.process_index() == 0:
+            moved = set_aside_run(args.workdir)
+            if moved:
+                print(f"--restart: the previous run's files are kept in {moved}")
+        data = training_data_first_on_process_0(config, args.workdir)
+        result = train(config, args.workdir, data, task=task)
     print(f"done: step {result.step}, workdir {Path(args.workdir).resolve()}")
     return 0

@@ -26,8 +26,10 @@ tifffile.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,7 +146,46 @@ def _decode_array(data: bytes, fmt: str | None) -> tuple[np.ndarray, list[str]]:
         if fmt is None:
             raise CorruptImage("not an image (unrecognised file format)") from e
         raise CorruptImage(f"truncated or corrupt {fmt} data") from e
+    image = _apply_exif_orientation(image, conversions)
     return _pil_to_array(image, conversions), conversions
+
+
+def _apply_exif_orientation(image: Image.Image, conversions: list[str]) -> Image.Image:
+    """Rotate/flip as the EXIF Orientation tag says (what every viewer shows), and report it:
+    a phone or scanner export stored sideways is otherwise silently a different image."""
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - unreadable EXIF: pixels as stored
+        return image
+    if orientation == 1:
+        return image
+    from PIL import ImageOps
+
+    if orientation not in range(2, 9):
+        conversions.append(f"EXIF orientation {orientation} is invalid: ignored")
+        return image
+    conversions.append(f"EXIF orientation {orientation} applied")
+    return ImageOps.exif_transpose(image)
+
+
+def skipped_entries(directory: Path) -> list[tuple[str, str]]:
+    """(name, reason) of every non-hidden entry of `directory` that is neither a regular file
+    nor a folder: FIFOs, sockets, devices, broken links and symlink loops. Listing them as
+    skipped keeps the counts honest (they used to vanish from them without a word)."""
+    out = []
+    for p in sorted(directory.iterdir()):
+        if p.name.startswith("."):
+            continue
+        try:
+            st = p.stat()  # follows links: raises for broken links and loops
+        except OSError as e:
+            loop = e.errno == errno.ELOOP
+            out.append((p.name, "symlink loop" if loop else "broken symlink"))
+            continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "special file"
+            out.append((p.name, f"not a regular file ({kind})"))
+    return out
 
 
 def _pil_to_array(image: Image.Image, conversions: list[str]) -> np.ndarray:

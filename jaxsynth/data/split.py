@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -328,6 +329,11 @@ def load_split(directory: Path) -> StudySplit:
     return StudySplit(**parts, class_names=tuple(manifest["class_names"]), manifest=manifest)
 
 
+def _why(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}"[:200]
+
+
 def load_or_build_split(
     config: ml_collections.ConfigDict, workdir: str | Path, *, progress: bool = True
 ) -> StudySplit:
@@ -336,7 +342,14 @@ def load_or_build_split(
 
     directory = Path(workdir) / "split" / split_key(config)
     if (directory / "manifest.json").is_file():
-        return load_split(directory)
+        try:
+            return load_split(directory)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UserError) as e:
+            # a damaged cache (deleted/truncated arrays, bad manifest): the split is a pure
+            # function of the config, so rebuilding it gives the same images and hashes
+            print(
+                f"split: cache in {directory} is damaged ({_why(e)}); rebuilding", file=sys.stderr
+            )
     source = open_source(config.data.source, source_options(config))
     report = SkipReport()
     if hasattr(source, "skipped"):

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +102,11 @@ def content_key(images: np.ndarray, extractor_id: str) -> str:
     return h.hexdigest()[:24]
 
 
+def _note_recompute(path: Path, why: str) -> None:
+    """A damaged cache file is recomputed (and overwritten), never trusted or fatal."""
+    print(f"note: cache {path} is damaged ({why[:160]}); recomputing", file=sys.stderr)
+
+
 def cached_features(
     images: np.ndarray,
     extract: Callable[[np.ndarray], np.ndarray],
@@ -113,7 +120,14 @@ def cached_features(
         return np.asarray(extract(images))
     path = Path(cache_dir) / f"features_{content_key(images, extractor_id)}.npy"
     if path.is_file():
-        return np.load(path)
+        try:
+            feats = np.load(path)
+            if feats.ndim == 2 and len(feats) == len(images) and np.isfinite(feats).all():
+                return feats
+            why = f"shape {feats.shape} for {len(images)} images"
+        except (OSError, ValueError, EOFError) as e:  # truncated / not an .npy
+            why = f"{type(e).__name__}: {e}".splitlines()[0]
+        _note_recompute(path, why)
     feats = np.asarray(extract(images), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -134,8 +148,15 @@ def cached_statistics(
         return statistics(extract(images))
     path = Path(cache_dir) / f"fid_stats_{content_key(images, extractor_id)}.npz"
     if path.is_file():
-        with np.load(path) as z:
-            return z["mu"], z["sigma"]
+        try:
+            with np.load(path) as z:
+                mu, sigma = z["mu"], z["sigma"]
+            if mu.ndim == 1 and sigma.shape == (len(mu), len(mu)):
+                return mu, sigma
+            why = f"shapes {mu.shape}, {sigma.shape}"
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            why = f"{type(e).__name__}: {e}".splitlines()[0]
+        _note_recompute(path, why)
     mu, sigma = statistics(extract(images))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

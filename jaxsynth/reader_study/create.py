@@ -56,7 +56,12 @@ def list_image_files(folder: Path) -> list[Path]:
 
 
 def _sample_decoded(
-    folder: Path, flag: str, count: int, rng: np.random.Generator, skips: SkipReport
+    folder: Path,
+    flag: str,
+    count: int,
+    rng: np.random.Generator,
+    skips: SkipReport,
+    hashes: dict[str, str] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """The first `count` decodable files of a seeded random order; every corrupt file is counted.
 
@@ -77,6 +82,9 @@ def _sample_decoded(
             skips.skip(f"{flag}:{rel}", str(e))
             num_corrupt += 1
             continue
+        if hashes is not None:  # content hash of every decodable image (overlap check)
+            digest = hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()
+            hashes.setdefault(digest, rel)
         if len(picked) < count:
             picked.append((rel, image))
         if done % 5000 == 0:
@@ -129,8 +137,20 @@ def create_study(
     skips = SkipReport()
     num_real = n // 2
     num_synthetic = n - num_real
-    real = _sample_decoded(Path(real_dir), "real", num_real, rng, skips)
-    synthetic = _sample_decoded(Path(synthetic_dir), "synthetic", num_synthetic, rng, skips)
+    real_hashes: dict[str, str] = {}
+    syn_hashes: dict[str, str] = {}
+    real = _sample_decoded(Path(real_dir), "real", num_real, rng, skips, real_hashes)
+    synthetic = _sample_decoded(
+        Path(synthetic_dir), "synthetic", num_synthetic, rng, skips, syn_hashes
+    )
+    shared = sorted(set(real_hashes) & set(syn_hashes), key=lambda h: real_hashes[h])
+    if shared:  # an image that is both "real" and "synthetic" makes every answer about it wrong
+        h = shared[0]
+        raise UserError(
+            f"--real {real_dir} and --synthetic {synthetic_dir} share {len(shared)} identical "
+            f"image(s) (e.g. real {real_hashes[h]} = synthetic {syn_hashes[h]}); "
+            f"the two sets must be disjoint"
+        )
     images = [("real", rel, _resize(im, resize)) for rel, im in real]
     images += [("synthetic", rel, _resize(im, resize)) for rel, im in synthetic]
 

@@ -358,7 +358,12 @@ def write_results(res: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
         "figure": out / "results.png",
         "answers": out / "answers.csv",
     }
-    paths["json"].write_text(json.dumps(res, indent=2) + "\n")
+    from jaxsynth.validate import strict_json
+
+    strict, nonfinite = strict_json(res)  # e.g. a kappa of 0/0 is NaN: null, listed
+    if nonfinite:
+        strict["nonfinite"] = nonfinite
+    paths["json"].write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
     paths["markdown"].write_text(to_markdown(res))
     plot_figure5(res, paths["figure"])
     write_answers_csv(res["study"]["path"], paths["answers"])

@@ -87,12 +87,35 @@ def connect(study_dir: str | os.PathLike, *, create: bool = False) -> sqlite3.Co
         )
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    if not create and path not in _CHECKED:  # once per process: a damaged file is one line
+        _check_intact(conn, path)
+        _CHECKED.add(path)
     conn.execute("PRAGMA foreign_keys = ON")
     if create:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(SCHEMA)
         os.chmod(path, 0o600)  # holds the ground truth and the rater tokens
     return conn
+
+
+_CHECKED: set[Path] = set()
+
+
+def _check_intact(conn: sqlite3.Connection, path: Path) -> None:
+    """`PRAGMA quick_check` + the schema: a truncated or foreign file is a one-line error
+    instead of a `DatabaseError` deep inside a request or a results export."""
+    try:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        verdict, tables = str(e), set()
+    if verdict != "ok" or "meta" not in tables:
+        conn.close()
+        why = verdict if verdict != "ok" else "no study tables"
+        raise UserError(
+            f"{path}: the study database is damaged ({why}); restore it from a backup "
+            f"(the answers live only in this file)"
+        )
 
 
 @contextlib.contextmanager

@@ -188,6 +188,7 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
             "report",
             report_lib.report_stage(workdir),
             config_keys=("eval.bootstrap", "eval.tsne"),
+            outputs=("results.json", "results.csv", "report.md"),
             inputs=(
                 "split",
                 *[f"gen_{g}" for g in gens],
@@ -199,18 +200,20 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
     return stages
 
 
-def run_stages(stages: list[Stage], config: ml_collections.ConfigDict, workdir: Path) -> dict:
+def run_stages(
+    stages: list[Stage], config: ml_collections.ConfigDict, workdir: Path, verify: bool = False
+) -> dict:
     from jaxsynth.version import write_environment
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_environment(workdir)
-    return StageRunner(workdir, config).run(stages)
+    return StageRunner(workdir, config, verify=verify).run(stages)
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def run_study(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
     workdir = Path(workdir)
-    results = run_stages(build_stages(config, workdir), config, workdir)
+    results = run_stages(build_stages(config, workdir), config, workdir, verify)
     print(results["report"].get("console_table", ""), flush=True)
     print(f"report: {workdir / 'report.md'}", file=sys.stderr)
     return results

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def dump_json(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=1, default=lambda o: o.tolist()))
+    """Strict JSON (non-finite numbers → null, listed under "nonfinite"), written atomically."""
+    from jaxsynth.validate import strict_json
+
+    obj, nonfinite = strict_json(json.loads(json.dumps(obj, default=lambda o: o.tolist())))
+    if nonfinite and isinstance(obj, dict):
+        obj["nonfinite"] = nonfinite
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
+    os.replace(tmp, path)
 
 
 def report_stage(workdir: Path):

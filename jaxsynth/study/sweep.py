@@ -110,6 +110,7 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
             sweep_report_stage(workdir, gens, fractions),
             config_keys=("eval.bootstrap", "sweep"),
             inputs=("split", *arm_names),
+            outputs=("sweep.json", "sweep.csv", "sweep.md"),
         )
     )
     return stages
@@ -239,9 +240,9 @@ def _markdown(study, rows, skipped) -> str:
     return "\n".join(lines)
 
 
-def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
     workdir = Path(workdir)
-    results = run_stages(build_sweep_stages(config, workdir), config, workdir)
+    results = run_stages(build_sweep_stages(config, workdir), config, workdir, verify)
     print((workdir / "sweep.md").read_text(), flush=True)
     print(f"sweep report: {workdir / 'sweep.md'}", file=sys.stderr)
     return results

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxsynth.config import config_hash, config_to_dict
+from jaxsynth.config import config_to_dict
 from jaxsynth.data.pipeline import make_loader, to_global
 from jaxsynth.errors import UserError
 from jaxsynth.train import visuals
-from jaxsynth.train.checkpoint import RunCheckpointer
+from jaxsynth.train.checkpoint import RunCheckpointer, abstract_state, resume
 from jaxsynth.train.defaults import engine_settings
 from jaxsynth.train.mesh import (
     batch_sharding,
@@ -50,6 +50,7 @@ from jaxsynth.train.prefetch import DevicePrefetcher, dispatch_plan
 from jaxsynth.train.progress import Progress
 from jaxsynth.train.state import TrainState
 from jaxsynth.train.task import Task, build_task, has_sampler
+from jaxsynth.validate import check_train_config
 from jaxsynth.version import write_environment
 
 SAMPLE_GRID_SEED = 20_240_917  # fixed key for the periodic grids: the same z every time
@@ -96,9 +97,11 @@ def _crossed(prev: int, now: int, every: int) -> bool:
     return every > 0 and now // every > prev // every
 
 
-def _sample_batch(arrays: dict[str, np.ndarray], global_batch_size: int) -> dict[str, np.ndarray]:
+def _sample_batch(
+    arrays: dict[str, np.ndarray], global_batch_size: int, size: int | None = None
+) -> dict[str, np.ndarray]:
     """A zero batch with the loader's global shapes/dtypes (what `Task.init` gets)."""
-    h, w = arrays["image"].shape[1:3]
+    h, w = arrays["image"].shape[1:3] if size is None else (size, size)
     out = {
         "image": np.zeros((global_batch_size, h, w, 3), np.float32),
         "label": np.zeros((global_batch_size,), np.int32),
@@ -198,8 +201,7 @@ def train(
     mesh = make_mesh()
     rep = replicated(mesh)
     n_dev = mesh.devices.size
-    if config.batch_size % n_dev:
-        raise UserError(f"batch_size={config.batch_size} is not divisible by {n_dev} devices")
+    check_train_config(config, n_dev)
     k_steps = max(1, int(settings.steps_per_dispatch))
     is_main = jax.process_index() == 0
     cfg_dict = config_to_dict(config)
@@ -216,16 +218,24 @@ def train(
     base_rng = jax.random.PRNGKey(config.seed)
 
     ckpt = RunCheckpointer(workdir, keep=settings.keep_checkpoints)
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        abstract = jax.eval_shape(task.init, base_rng, sample_batch)
-        abstract = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), abstract
-        )
-        state, data_iter = ckpt.restore(abstract, data_iter)
-        saved_cfg = ckpt.restore_config()
-        note = "" if config_hash(saved_cfg) == config_hash(cfg_dict) else " (config changed)"
-        print(f"resuming from step {resumed_from} in {ckpt.directory}{note}", file=out, flush=True)
+    abstract = abstract_state(task, base_rng, sample_batch, rep, config.image_size)
+    restored = resume(
+        ckpt,
+        abstract,
+        data_iter,
+        cfg_dict,
+        lambda saved: abstract_state(
+            build_task(ml_collections.ConfigDict(saved)),
+            base_rng,
+            _sample_batch(data.arrays, config.batch_size, int(saved["image_size"])),
+            rep,
+            saved["image_size"],
+        ),
+        lambda msg: print(msg, file=out, flush=True),
+    )
+    resumed_from = None if restored is None else restored[2]
+    if restored is not None:
+        state, data_iter = restored[0], restored[1]
     else:
         state = jax.jit(task.init, out_shardings=rep)(base_rng, sample_batch)
         ckpt.save(state, data_iter, cfg_dict)  # step 0: there is always a last good checkpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsynth.data.imageio import decode_image, decode_mask
+from jaxsynth.data.imageio import decode_image, decode_mask, skipped_entries
 from jaxsynth.data.sources.base import (
     _existing_dir,
     _LabelledSource,
@@ -65,6 +65,8 @@ class FolderSource(_LabelledSource):
                     f"(found: {', '.join(available) or 'none'})"
                 )
             files = _visible_files(class_dir)
+            for name, why in skipped_entries(class_dir):  # FIFOs, symlink loops: listed
+                self.skipped.skip(f"{native}/{name}", why)
             if not files:
                 raise UserError(f"{class_dir}: class folder '{native}' is empty")
             mask_by_stem = self._mask_index(native)

@@ -159,7 +159,22 @@ class PCamH5Source(_NativeSplitSource):
                 y = np.asarray(f["y"][...])
         except OSError as e:
             raise UserError(f"{shown}: not a readable HDF5 file ({e})") from None
-        return y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y
+        # WHY so strict: reading column 0 of a one-hot (N, 2) `y` silently inverts every label
+        expected = "expected one 0/1 label per image: (N,), (N, 1), (N, 1, 1, 1) or one-hot (N, 2)"
+        if y.ndim == 0:
+            raise UserError(f"{shown}: dataset 'y' is a scalar; {expected}")
+        if y.ndim == 2 and y.shape[1] == 2:
+            ok = np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1)
+            if not ok.all():
+                raise UserError(
+                    f"{shown}: 'y' has shape {y.shape} but row {int(np.argmin(ok))} is not "
+                    f"one-hot; {expected}"
+                )
+            print(f"note: {shown}: 'y' is one-hot {y.shape}; label = argmax", file=sys.stderr)
+            return np.argmax(y, axis=1)
+        if y.ndim > 1 and int(np.prod(y.shape[1:])) != 1:
+            raise UserError(f"{shown}: dataset 'y' has shape {y.shape}; {expected}")
+        return y.reshape(len(y))
 
     def __getstate__(self) -> dict:  # open HDF5 handles do not pickle (Grain workers)
         state = dict(self.__dict__)
