@@ -2,8 +2,8 @@
 level or inside a function) and there are no import cycles. Layers, lowest first (docs in
 README.md, "Code layout"):
 
-1 base (config, errors, xla_flags, version, images) · 2 models, diffusion · 3 data · 4 eval ·
-5 train · 6 tasks · 7 study, sd, reader_study · 8 commands, cli.
+1 base (config, errors, xla_flags, version, images, validate, workdir_lock) · 2 models,
+diffusion · 3 data · 4 eval · 5 train · 6 tasks · 7 study, sd, reader_study · 8 commands, cli.
 
 Why a test: an upward import (the engine importing a concrete task, a metric importing the
 trainer) is how a codebase stops being changeable one piece at a time; it is cheap to catch here
@@ -22,6 +22,8 @@ LAYERS = {
     "xla_flags": 1,
     "version": 1,
     "images": 1,
+    "validate": 1,
+    "workdir_lock": 1,
     "__init__": 1,
     "models": 2,
     "diffusion": 2,
