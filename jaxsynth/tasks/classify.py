@@ -309,6 +309,21 @@ def train_and_score(
     return metrics
 
 
+def fit_classifiers(datasets, seeds, **kwargs) -> list[tuple[Any, dict[str, Any]]]:
+    """`fit_classifier` for every (datasets[i], seeds[i]) pair as one vmapped program; see
+    `jaxsynth.tasks.classify_many.fit_classifiers` (same keyword arguments)."""
+    from jaxsynth.tasks.classify_many import fit_classifiers as fit_many
+
+    return fit_many(datasets, seeds, **kwargs)
+
+
+def predict_proba_many(weights, images, model=None, batch_size: int = 256) -> np.ndarray:
+    """(M, N) tumour probabilities of M models; see `classify_many.predict_proba_many`."""
+    from jaxsynth.tasks.classify_many import predict_proba_many as predict_many
+
+    return predict_many(weights, images, model, batch_size)
+
+
 # ----------------------------------------------------------------------------- engine plug-in
 class ClassifierTask:
     """The study's classifiers as a `jaxsynth.train.task.Task` for the shared training engine.
