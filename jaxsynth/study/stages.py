@@ -83,9 +83,7 @@ class StageRunner:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def key_of(self, stage: Stage) -> str:
-        cfg = {k: _lookup(self._cfg, k) for k in stage.config_keys}
-        deps = {n: self.keys[n] for n in stage.inputs}
-        return config_hash({"cfg": cfg, "deps": deps, "extra": stage.extra_key, "v": 1})[:12]
+        return stage_key(stage, self._cfg, self.keys)
 
     def run(self, stages: Sequence[Stage]) -> dict[str, dict]:
         t_start = time.perf_counter()
@@ -132,6 +130,13 @@ class StageRunner:
             durations.append(time.perf_counter() - t0)
             self.log(f"{prefix}: done in {durations[-1]:.1f}s")
         return self.results
+
+
+def stage_key(stage: Stage, cfg: dict, input_keys: dict[str, str]) -> str:
+    """A stage's cache key: its config values, its inputs' keys, its extra key."""
+    values = {k: _lookup(cfg, k) for k in stage.config_keys}
+    deps = {n: input_keys[n] for n in stage.inputs}
+    return config_hash({"cfg": values, "deps": deps, "extra": stage.extra_key, "v": 1})[:12]
 
 
 def _json_default(o: Any) -> Any:
