@@ -301,6 +301,7 @@ def train(
     interrupted = False
 
     pending = PendingMetrics()
+    window: list[dict] = []  # checked host metrics since the last log point
 
     def settle(keep: int) -> None:
         """Check (and log) every pending dispatch but the newest `keep`; stop on NaN/Inf."""
@@ -316,9 +317,14 @@ def train(
                     f"training diverged at step {first + i}: {name}={value} is not finite; "
                     f"stopped, last good checkpoint is step {last} in {ckpt.directory}"
                 )
-            averager.update(metrics)
+            window.append(metrics)
             end = first + k
             if _crossed(first, end, settings.log_every) or end == config.num_steps:
+                # one averager update per log window: clu's update runs jnp ops (host time)
+                averager.update(
+                    {n: np.concatenate([np.reshape(m[n], -1) for m in window]) for n in metrics}
+                )
+                window.clear()
                 scalars = averager.compute_and_reset()
                 writer.write_scalars(end, scalars)
                 progress.report(end, scalars)
