@@ -54,3 +54,53 @@ def test_fit_classifiers_equals_one_at_a_time():
         np.testing.assert_allclose(probs_many[i], ref_probs, atol=1e-5)
     # different data and seeds really gave different models
     assert np.abs(probs_many[0] - probs_many[1]).max() > 1e-3
+
+
+def test_arm_group_trains_its_uncached_members_in_one_call(tmp_path, monkeypatch):
+    """The study's wiring: the first member stage trains every member not cached on disk, in
+    one call; each stage writes its own result; a rerun with one member's cache deleted trains
+    only that member."""
+    import ml_collections
+
+    from jaxsynth.study import arms as arms_lib
+    from jaxsynth.study import rare_tumour
+    from jaxsynth.study.arm_group import ArmGroup
+    from jaxsynth.study.stages import Stage, StageRunner
+
+    calls = []
+
+    def fake_pairs(pairs, split, cfg):
+        calls.append([(arm.name, seed) for arm, seed in pairs])
+        return [
+            ({"arm": arm.name, "seed": seed, "f1": seed / 10}, {"w": seed}) for arm, seed in pairs
+        ]
+
+    monkeypatch.setattr(arms_lib, "train_and_score_pairs", fake_pairs)
+    monkeypatch.setattr(rare_tumour, "study_split", lambda config, workdir: None)
+    arm = arms_lib.ArmData(
+        "a", np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int32), np.zeros(2, bool), None
+    )
+    config = ml_collections.ConfigDict({"classifier": {"epochs": 1}, "seed": 0})
+
+    def stages():
+        group = ArmGroup()
+        split = Stage("split", lambda ctx: {})
+        members = [
+            rare_tumour.classifier_stage(tmp_path, name, s, build, group=group)
+            for name, build in (("a", lambda sp, ctx: arm), ("b", lambda sp, ctx: "no images"))
+            for s in (0, 1)
+        ]
+        return [split, *members]
+
+    results = StageRunner(tmp_path, config).run(stages())
+    assert calls == [[("a", 0), ("a", 1)]]  # one call; the skipped arm never trained
+    assert results["arm_a_s1"]["seed"] == 1 and results["arm_a_s1"]["f1"] == 0.1
+    assert results["arm_b_s0"]["skipped"] == "no images"
+    (cached,) = (tmp_path / "stages").glob("arm_a_s1-*")
+    assert (cached / "classifier.msgpack").is_file()
+    import shutil
+
+    shutil.rmtree(next((tmp_path / "stages").glob("arm_a_s0-*")))
+    runner = StageRunner(tmp_path, config)
+    runner.run(stages())
+    assert calls[1:] == [[("a", 0)]] and runner.ran == ["arm_a_s0"]
