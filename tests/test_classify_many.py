@@ -8,6 +8,7 @@ predictions must match `fit_classifier` run alone for that dataset and seed.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from jaxsynth.models.classifier import PaperCNN
 from jaxsynth.tasks.classify import (
@@ -30,13 +31,16 @@ def _data(n: int, tumour: int, seed: int):
     return images, labels
 
 
+@pytest.mark.slow
 def test_fit_classifiers_equals_one_at_a_time():
     datasets = [_data(37, 6, 0), _data(20, 10, 1), _data(29, 4, 2)]
     seeds = [5, 6, 5]
     val_images, val_labels = _data(30, 8, 9)
-    many = fit_classifiers(datasets, seeds, val_images=val_images, val_labels=val_labels, **KW)
+    many = fit_classifiers(
+        datasets, seeds, val_images=val_images, val_labels=val_labels, strategy="vmap", **KW
+    )
     assert len(many) == 3
-    probs_many = predict_proba_many([v for v, _ in many], val_images, MODEL)
+    probs_many = predict_proba_many([v for v, _ in many], val_images, MODEL, vmap=True)
     assert probs_many.shape == (3, 30)
     for i, ((images, labels), seed) in enumerate(zip(datasets, seeds, strict=True)):
         ref_vars, ref_hist = fit_classifier(

@@ -73,7 +73,7 @@ class ArmGroup:
                 pairs.append((arm, m.seed))
                 names.append(name)
         print(
-            f"training {len(pairs)} classifiers together (one vmapped program)",
+            f"training {len(pairs)} classifiers together (fit_classifiers)",
             flush=True,
         )
         for name, out in zip(

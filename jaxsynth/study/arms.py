@@ -131,7 +131,8 @@ def train_and_score_pairs(
     pairs: list[tuple[ArmData, int]], split: StudySplit, cfg
 ) -> list[tuple[dict, dict]]:
     """`train_and_score(arm, split, cfg, seed)` for every (arm, seed) pair, all classifiers
-    trained together as one vmapped program (`fit_classifiers`); same dicts, same order."""
+    trained together by `fit_classifiers` (one vmapped program on GPU/TPU); same dicts, same
+    order."""
     from jaxsynth.eval.classification import binary_metrics, choose_threshold
     from jaxsynth.tasks.classify import fit_classifiers, predict_proba_many
 
@@ -172,7 +173,7 @@ def train_and_score_pairs(
 def train_and_score_many(
     arms: list[ArmData], split: StudySplit, cfg, seeds: list[int]
 ) -> list[tuple[dict, dict]]:
-    """`train_and_score` for every arm × seed, as one vmapped training; returns
+    """`train_and_score` for every arm × seed, trained together; returns
     `(result_dict, variables)` in (arm, seed) order (arm-major)."""
     return train_and_score_pairs([(arm, int(s)) for arm in arms for s in seeds], split, cfg)
 

@@ -317,11 +317,11 @@ def fit_classifiers(datasets, seeds, **kwargs) -> list[tuple[Any, dict[str, Any]
     return fit_many(datasets, seeds, **kwargs)
 
 
-def predict_proba_many(weights, images, model=None, batch_size: int = 256) -> np.ndarray:
+def predict_proba_many(weights, images, model=None, **kwargs) -> np.ndarray:
     """(M, N) tumour probabilities of M models; see `classify_many.predict_proba_many`."""
     from jaxsynth.tasks.classify_many import predict_proba_many as predict_many
 
-    return predict_many(weights, images, model, batch_size)
+    return predict_many(weights, images, model, **kwargs)
 
 
 # ----------------------------------------------------------------------------- engine plug-in

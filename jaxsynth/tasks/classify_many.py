@@ -101,16 +101,38 @@ def fit_classifiers(
     lr: float = 1e-3,
     class_weights: bool = True,
     model: nn.Module | None = None,
+    strategy: str = "auto",
 ) -> list[tuple[Any, dict[str, Any]]]:
     """`fit_classifier` for every (datasets[i], seeds[i]) pair, all models trained together.
 
     `datasets[i]` is (uint8 images NHWC, labels); every dataset has the same image shape.
     Returns one `(best-val-loss variables, history)` per pair, in order, as `fit_classifier`
-    would for that dataset and seed."""
+    would for that dataset and seed. `strategy`: "vmap" (one program over a model axis),
+    "sequential" (`fit_classifier` per pair), or "auto": vmap on GPU/TPU, sequential on CPU,
+    where XLA runs the vmapped (grouped) convolutions slower than M separate ones (measured
+    1.8x slower for 4 paper CNNs at 32 px, batch 32, docs/speed.md)."""
     if len(datasets) != len(seeds):
         raise ValueError(f"{len(datasets)} datasets but {len(seeds)} seeds")
     if not datasets:
         return []
+    if strategy not in ("auto", "vmap", "sequential"):
+        raise ValueError(f"strategy='{strategy}': expected auto, vmap or sequential")
+    if strategy == "sequential" or (strategy == "auto" and jax.default_backend() == "cpu"):
+        return [
+            single.fit_classifier(
+                images,
+                labels,
+                val_images=val_images,
+                val_labels=val_labels,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=int(seed),
+                class_weights=class_weights,
+                model=model,
+            )
+            for (images, labels), seed in zip(datasets, seeds, strict=True)
+        ]
     model = single.canonical_model(model)
     m = len(datasets)
     shape = datasets[0][0].shape[1:]
@@ -193,13 +215,21 @@ def _variables(states) -> dict:
 
 
 def predict_proba_many(
-    weights: list[Any], images: np.ndarray, model: nn.Module | None = None, batch_size: int = 256
+    weights: list[Any],
+    images: np.ndarray,
+    model: nn.Module | None = None,
+    batch_size: int = 256,
+    vmap: bool | None = None,
 ) -> np.ndarray:
     """Tumour probabilities float64 (M, N) of M same-architecture models on the same images
     (`predict_proba` for each, one vmapped program per batch)."""
     model = single.canonical_model(model)
     if not weights:
         return np.zeros((0, len(images)), np.float64)
+    if vmap is None:  # auto, as in fit_classifiers: M plain programs are faster on CPU
+        vmap = jax.default_backend() != "cpu"
+    if not vmap:
+        return np.stack([single.predict_proba(w, images, model, batch_size) for w in weights])
     stacked = _stack([single.as_variables(w) for w in weights])
     predict = _many_fns(model)[3]
     out = np.empty((len(weights), len(images)), np.float64)
