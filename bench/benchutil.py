@@ -33,3 +33,27 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n))
     f = jax.jit(jnp.dot)
     return 2 * n**3 / min(time_call(f, (a, a), 1) for _ in range(reps)) / 1e9
+
+
+def model_flops(fn, args) -> float:
+    """FLOPs of one call of jitted `fn(*args)` on any backend.
+
+    XLA's cost analysis of this backend's lowering; when that is empty or zero (the GPU backend
+    returned no FLOPs in jax 0.11), the same program lowered for the CPU (the model's FLOPs do
+    not depend on the chip), else NaN."""
+    try:
+        flops = xla_flops(fn, args)
+    except Exception:  # noqa: BLE001 - a backend without cost analysis
+        flops = 0.0
+    if flops > 0:
+        return flops
+    try:
+        cpu = jax.devices("cpu")[0]
+        cpu_args = jax.tree.map(lambda x: jax.device_put(x, cpu), args)
+        lowered = jax.jit(fn.__wrapped__ if hasattr(fn, "__wrapped__") else fn).lower(*cpu_args)
+        cost = lowered.cost_analysis() or {}
+        cost = cost[0] if isinstance(cost, list) else cost
+        flops = float(cost.get("flops", 0.0))
+    except Exception:  # noqa: BLE001
+        flops = 0.0
+    return flops if flops > 0 else float("nan")

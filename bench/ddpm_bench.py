@@ -38,7 +38,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--sample-batch", type=int, default=8)
     p.add_argument("--ddim-steps", type=int, default=50)
-    p.add_argument("--torch-python", default="/work/venv-bench/bin/python")
+    p.add_argument(
+        "--torch-python",
+        default=os.environ.get("JAXSYNTH_TORCH_PYTHON", ""),
+        help="PyTorch interpreter for the twin (default $JAXSYNTH_TORCH_PYTHON; empty: skip)",
+    )
+    p.add_argument(
+        "--torch-device",
+        default=os.environ.get("JAXSYNTH_TORCH_DEVICE", "cpu"),
+        help="cpu | cuda (synchronised timers)",
+    )
+    p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     p.add_argument("--no-xla-flags", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench/results/ddpm_bench.json"))
     return p.parse_args()
@@ -134,7 +144,7 @@ def run_jax(args) -> dict:
     return out
 
 
-def run_torch(args, channels_last: bool) -> dict:
+def run_torch(args, channels_last: bool, compile_: bool = False) -> dict:
     payload = {
         "image_size": args.image_size,
         "batch": args.batch,
@@ -149,6 +159,8 @@ def run_torch(args, channels_last: bool) -> dict:
         "ddim_steps": args.ddim_steps,
         "sample_batch": args.sample_batch,
         "channels_last": channels_last,
+        "device": args.torch_device,
+        "compile": compile_,
     }
     proc = subprocess.run(
         [args.torch_python, str(ROOT / "bench/ddpm_torch.py"), json.dumps(payload)],
@@ -176,6 +188,9 @@ def main() -> int:
             key = "torch_channels_last" if cl else "torch"
             print(f"  running PyTorch ({key}) ...", flush=True)
             torch_res[key] = run_torch(args, cl)
+        if args.torch_compile:
+            print("  running PyTorch (torch.compile) ...", flush=True)
+            torch_res["torch_compile"] = run_torch(args, False, compile_=True)
 
     d = f"ddim{args.ddim_steps}"
     p = f"ddpm{args.timesteps}"

@@ -140,7 +140,15 @@ def cosine_alphas_cumprod(T: int) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
+def _sync(device: str) -> None:
+    """Wait for queued CUDA work, so the clock times the work and not the launch queue."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main(args: dict) -> dict:
+    device = args.get("device", "cpu")
+    torch.set_default_device(device)  # network, noise and batches all on `device`
     torch.manual_seed(0)
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
     channels_last = args.get("channels_last", False)
@@ -164,11 +172,15 @@ def main(args: dict) -> dict:
         loss.backward()
         opt.step()
 
+    if args.get("compile"):
+        step = torch.compile(step)
     for _ in range(args["warmup"]):
         step()
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(args["steps"]):
         step()
+    _sync(device)
     train_ips = args["steps"] * b / (time.perf_counter() - t0)
 
     # DDIM (eta=0) sampling, Python loop of eager forward passes, as reference code does
@@ -190,13 +202,17 @@ def main(args: dict) -> dict:
     n = args.get("sample_batch", b)
     with torch.no_grad():  # warm-up: one forward at the sampling batch size
         net(torch.randn(n, 3, s, s).to(memory_format=fmt), torch.zeros(n, dtype=torch.long))
+    _sync(device)
     t0 = time.perf_counter()
     ddim(n)
+    _sync(device)
     ddim_ips = n / (time.perf_counter() - t0)
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "channels_last": channels_last,
+        "device": device,
+        "compiled": bool(args.get("compile")),
         "params": n_params,
         "train_img_per_s": train_ips,
         "ddim_img_per_s": ddim_ips,

@@ -1,6 +1,6 @@
 """FID feature extraction speed: jaxsynth's Flax Inception vs pytorch-fid, same CPU, same run.
 
-    /work/venv/bin/python bench/fid_bench.py --torch-python /work/venv-torch/bin/python
+    python bench/fid_bench.py --torch-python VENV/bin/python   # or $JAXSYNTH_TORCH_PYTHON
 
 Both sides run the same network (pytorch-fid's FID Inception: bilinear resize to 299, 2048-d
 pool3) with the same seeded weights (tests/fixtures/fid/seeded_weights.py) on the same uint8
@@ -82,7 +82,11 @@ def bench_jax(images: np.ndarray, batch: int) -> tuple[callable, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--torch-python", default="/work/venv-torch/bin/python")
+    p.add_argument(
+        "--torch-python",
+        default=os.environ.get("JAXSYNTH_TORCH_PYTHON", ""),
+        help="PyTorch interpreter with pytorch-fid (default $JAXSYNTH_TORCH_PYTHON)",
+    )
     p.add_argument("--num-images", type=int, default=32)
     p.add_argument("--image-size", type=int, default=96, help="input side before the 299 resize")
     p.add_argument("--batch", type=int, default=16)
@@ -90,6 +94,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", default=str(HERE / "results" / "fid_bench.json"))
     args = p.parse_args()
+    if not args.torch_python:
+        p.error(
+            "needs a PyTorch interpreter with pytorch-fid: --torch-python or $JAXSYNTH_TORCH_PYTHON"
+        )
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.num_images, args.image_size, args.image_size, 3), np.uint8)

@@ -1,13 +1,16 @@
 """GAN training throughput: jaxsynth (JAX) next to the same architectures in PyTorch, same run.
 
 For each GAN (DCGAN, cGAN, WGAN-GP) and resolution, measures the engine's compiled train step
-(steps/s, images/s), then runs bench/torch_gan.py under the PyTorch venv (eager and
+(steps/s, images/s), then runs bench/torch_gan.py under a PyTorch interpreter (eager and
 torch.compile) on the same shapes, interleaved model by model so both see the same machine load.
 Also reports model FLOPs per step (XLA's cost analysis of the step) against the machine's
 measured float32 matmul peak (a large jitted jnp matmul).
 
-    /work/venv/bin/python bench/train_bench.py                      # all GANs, 64 and 128 px
-    /work/venv/bin/python bench/train_bench.py --models dcgan --sizes 64 --impl-sweep
+    python bench/train_bench.py --torch-python VENV/bin/python      # all GANs, 64 and 128 px
+    python bench/train_bench.py --models dcgan --sizes 64 --impl-sweep
+
+The PyTorch interpreter is `--torch-python` or `$JAXSYNTH_TORCH_PYTHON` (unset: PyTorch is
+skipped); `--torch-device cuda` runs the twin on the GPU with synchronised timers.
 
 Writes bench/results/train_bench.json and prints a Markdown table.
 """
@@ -39,7 +42,16 @@ def parse_args():
     p.add_argument(
         "--impl-sweep", action="store_true", help="also time vjp and lax at the first size"
     )
-    p.add_argument("--torch-python", default="/work/venv-bench/bin/python")
+    p.add_argument(
+        "--torch-python",
+        default=os.environ.get("JAXSYNTH_TORCH_PYTHON", ""),
+        help="PyTorch interpreter for the twin (default $JAXSYNTH_TORCH_PYTHON; empty: skip)",
+    )
+    p.add_argument(
+        "--torch-device",
+        default=os.environ.get("JAXSYNTH_TORCH_DEVICE", "cpu"),
+        help="cpu | cuda (synchronised timers)",
+    )
     p.add_argument("--torch-modes", default="eager,compile")
     p.add_argument("--no-xla-flags", action="store_true")
     p.add_argument("--out", default=str(HERE / "results" / "train_bench.json"))
@@ -126,7 +138,10 @@ def time_torch(config, batch: int, steps: int) -> dict:
         "warmup": 1,
         "steps": steps,
         "modes": ARGS.torch_modes.split(","),
+        "device": ARGS.torch_device,
     }
+    if not ARGS.torch_python:
+        return {"error": "no PyTorch interpreter (--torch-python / $JAXSYNTH_TORCH_PYTHON)"}
     if not Path(ARGS.torch_python).is_file():
         return {"error": f"no PyTorch interpreter at {ARGS.torch_python}"}
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -38,6 +38,9 @@ QUIET = [
     "--config.train.sample_every=0",
     "--config.train.ssim_every=0",
     "--config.train.log_every=1",
+    # multi-process runs read through Grain; the 1-process reference must read the same stream
+    # (auto would put its small data on device, a different, equally exact, batch order)
+    "--config.train.device_data=off",
 ]
 
 # The child: `jaxsynth train` (cli.main), plus two recorders that change nothing in the run:

@@ -126,3 +126,54 @@ def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
         "val_probs": val_probs.tolist(),
         "test_metrics": binary_metrics(split.test.labels, test_probs, threshold),
     }, params
+
+
+def train_and_score_pairs(
+    pairs: list[tuple[ArmData, int]], split: StudySplit, cfg
+) -> list[tuple[dict, dict]]:
+    """`train_and_score(arm, split, cfg, seed)` for every (arm, seed) pair, all classifiers
+    trained together by `fit_classifiers` (one vmapped program on GPU/TPU); same dicts, same
+    order."""
+    from jaxsynth.eval.classification import binary_metrics, choose_threshold
+    from jaxsynth.tasks.classify_many import fit_classifiers, predict_proba_many
+
+    if not pairs:
+        return []
+    model = build_classifier(cfg, split.test.images.shape[1])
+    fitted = fit_classifiers(
+        [(arm.images, arm.labels) for arm, _ in pairs],
+        [seed for _, seed in pairs],
+        val_images=split.val.images,
+        val_labels=split.val.labels,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        class_weights=cfg.class_weights,
+        model=model,
+    )
+    weights = [params for params, _ in fitted]
+    val_probs = predict_proba_many(weights, split.val.images, model=model)
+    test_probs = predict_proba_many(weights, split.test.images, model=model)
+    out = []
+    for i, ((arm, seed), (params, history)) in enumerate(zip(pairs, fitted, strict=True)):
+        threshold = choose_threshold(split.val.labels, val_probs[i])
+        result = {
+            "arm": arm.name,
+            "seed": seed,
+            "counts": arm.counts,
+            "history": history,
+            "threshold": threshold,
+            "test_probs": test_probs[i].tolist(),
+            "val_probs": val_probs[i].tolist(),
+            "test_metrics": binary_metrics(split.test.labels, test_probs[i], threshold),
+        }
+        out.append((result, params))
+    return out
+
+
+def train_and_score_many(
+    arms: list[ArmData], split: StudySplit, cfg, seeds: list[int]
+) -> list[tuple[dict, dict]]:
+    """`train_and_score` for every arm × seed, trained together; returns
+    `(result_dict, variables)` in (arm, seed) order (arm-major)."""
+    return train_and_score_pairs([(arm, int(s)) for arm in arms for s in seeds], split, cfg)

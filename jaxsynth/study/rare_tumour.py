@@ -22,6 +22,7 @@ import numpy as np
 from jaxsynth.data.split import StudySplit, load_or_build_split
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
+from jaxsynth.study.arm_group import ArmGroup
 from jaxsynth.study.generators import enabled_generators
 from jaxsynth.study.stages import Stage, StageContext, StageRunner
 
@@ -77,27 +78,38 @@ def classifier_stage(
     build_arm: ArmBuilder,
     inputs: tuple[str, ...] = ("split",),
     extra_keys: tuple[str, ...] = (),
+    group: ArmGroup | None = None,
 ) -> Stage:
-    """Train + score the classifier of one (arm, seed); cached like every stage."""
+    """Train + score the classifier of one (arm, seed); cached like every stage. With a
+    `group`, the group's first uncached stage trains all its members at once (vmapped)."""
+    name = f"arm_{arm_name}_s{seed}"
+    if group is not None:
+        group.add(arm_name, seed, build_arm, name)
 
     def fn(ctx: StageContext) -> dict:
         from jaxsynth.study.generators import save_params
 
         split = study_split(ctx.config, workdir)
-        arm = build_arm(split, ctx)
-        if isinstance(arm, str):
-            return {"arm": arm_name, "seed": seed, "skipped": arm}
-        result, params = arms_lib.train_and_score(arm, split, ctx.config.classifier, seed)
+        if group is not None:
+            result, params = group.result(name, split, ctx)
+            if isinstance(result, str):
+                return {"arm": arm_name, "seed": seed, "skipped": result}
+        else:
+            arm = build_arm(split, ctx)
+            if isinstance(arm, str):
+                return {"arm": arm_name, "seed": seed, "skipped": arm}
+            result, params = arms_lib.train_and_score(arm, split, ctx.config.classifier, seed)
         save_params(ctx.dir / "classifier.msgpack", params)
         return {**result, "arm": arm_name}
 
-    return Stage(
-        f"arm_{arm_name}_s{seed}",
+    stage = Stage(
+        name,
         fn,
         config_keys=CLASSIFIER_KEYS + DATA_KEYS + extra_keys,
         inputs=inputs,
         extra_key=f"seed={seed}",
     )
+    return group.attach(stage) if group is not None else stage
 
 
 def original_arm(split: StudySplit, ctx: StageContext):
@@ -154,7 +166,8 @@ def foundation_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[
     """Split, original-arm classifiers, and every enabled generator's stages."""
     seeds = classifier_seeds(config)
     stages = [split_stage(workdir)]
-    stages += [classifier_stage(workdir, "original", s, original_arm) for s in seeds]
+    group = ArmGroup()
+    stages += [classifier_stage(workdir, "original", s, original_arm, group=group) for s in seeds]
     feature_arm = f"arm_original_s{seeds[0]}"
     for g in enabled_generators(config):
         stages += generator_stages(workdir, g, feature_arm)
@@ -167,6 +180,7 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
     seeds = classifier_seeds(config)
     gens = enabled_generators(config)
     stages = foundation_stages(config, workdir)
+    group = ArmGroup()
     for g in gens:
         variants = [(g, False)]
         if config.classifier.synthetic_only_arms:
@@ -180,6 +194,7 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
                         s,
                         augmented_builder(g, only),
                         inputs=("split", f"synth_{g}"),
+                        group=group,
                     )
                 )
     arm_names = [st.name for st in stages if st.name.startswith("arm_")]

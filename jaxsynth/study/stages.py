@@ -170,9 +170,7 @@ class StageRunner:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def key_of(self, stage: Stage) -> str:
-        cfg = {k: _lookup(self._cfg, k) for k in stage.config_keys}
-        deps = {n: self.keys[n] for n in stage.inputs}
-        return config_hash({"cfg": cfg, "deps": deps, "extra": stage.extra_key, "v": 1})[:12]
+        return stage_key(stage, self._cfg, self.keys)
 
     def _plan(self, stages: Sequence[Stage]) -> set[str]:
         """Names of the stages to run: unfinished ones, finished ones whose outputs fail to
@@ -287,6 +285,13 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
     os.replace(tmp, path)
+
+
+def stage_key(stage: Stage, cfg: dict, input_keys: dict[str, str]) -> str:
+    """A stage's cache key: its config values, its inputs' keys, its extra key."""
+    values = {k: _lookup(cfg, k) for k in stage.config_keys}
+    deps = {n: input_keys[n] for n in stage.inputs}
+    return config_hash({"cfg": values, "deps": deps, "extra": stage.extra_key, "v": 1})[:12]
 
 
 def _json_default(o: Any) -> Any:

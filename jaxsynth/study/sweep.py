@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
+from jaxsynth.study.arm_group import ArmGroup
 from jaxsynth.study.rare_tumour import (
     classifier_seeds,
     classifier_stage,
@@ -90,6 +91,7 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
     seeds = classifier_seeds(config)
     gens = enabled_generators(config)
     stages = foundation_stages(config, workdir)
+    group = ArmGroup()  # every fraction × seed of every generator trains as one program
     for g in gens:
         for f in fractions:
             for s in seeds:
@@ -101,6 +103,7 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
                         _builder(g, f, mode, max_below_one, s),
                         inputs=("split", f"synth_{g}"),
                         extra_keys=("sweep.mode",),
+                        group=group,
                     )
                 )
     arm_names = [st.name for st in stages if st.name.startswith("arm_")]

@@ -12,7 +12,7 @@ def engine_config() -> ml_collections.ConfigDict:
     """Defaults for `config.train`; configs call this and change what they need."""
     t = ml_collections.ConfigDict()
     t.log_every = 50  # steps between console/TensorBoard scalars
-    t.steps_per_dispatch = 1  # K optimiser steps per jit call (lax.scan); 1 = plain step
+    t.steps_per_dispatch = 0  # K optimiser steps per jit call (lax.scan); 0 = auto (dispatch.py)
     t.keep_checkpoints = 3  # keep-N in the Orbax manager
     t.sample_every = 500  # steps between sample-grid PNGs (0 = never); needs task.sample
     t.sample_grid = 16  # images in a sample grid
@@ -24,6 +24,8 @@ def engine_config() -> ml_collections.ConfigDict:
     t.data_workers = 0  # Grain worker processes
     t.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 params (GPU/TPU)
     t.prefetch = 2  # dispatches read + put on device ahead, in a thread (0 = inline)
+    t.device_data = "auto"  # "on": training arrays on device, batches drawn in the step; "off"
+    t.device_data_max_bytes = 512 * 2**20  # "auto" puts the arrays on device up to this size
     t.debug_nan_at_step = -1  # test knob: poison the batch at this step to exercise the guard
     t.debug_sleep_s = 0.0  # test knob: host sleep after each dispatch (kill -9 tests)
     return t

@@ -5,11 +5,16 @@ What the engine does around a `Task` (see `jaxsynth.train.task` for the contract
 * compiles `train_step` once with `jax.jit` over a 1-D "data" mesh: batch sharded on "data",
   state replicated, the state buffer donated; `config.train.steps_per_dispatch = K > 1` runs K
   steps per call with `lax.scan` over K stacked batches (fewer dispatches for small models);
+  0 picks K automatically (`jaxsynth.train.dispatch`);
+* never waits on the device between steps: metrics are read one dispatch late, and training data
+  that fits `train.device_data_max_bytes` lives on the device with each step's batch drawn
+  inside the compiled step (`jaxsynth.train.device_data`, switch `train.device_data`);
 * derives each step's key as `fold_in(state.rng, state.step)`, so randomness depends only on the
   step number: this, the saved Grain iterator position and the saved optimiser state make a
   resumed run bitwise identical to an uninterrupted one on CPU;
 * checks every metric of every step for NaN/Inf and stops with one line naming the step and the
-  loss, before anything non-finite can be checkpointed (the last good checkpoint stays intact);
+  loss; all pending metrics are checked before any checkpoint, sample or stop, so nothing
+  unchecked is ever saved (the last good checkpoint stays intact);
 * saves checkpoints every `checkpoint_every` steps, on SIGTERM/SIGINT, and at the end; resumes
   from `<workdir>/checkpoints` when it holds one;
 * logs averaged metrics (clu) to TensorBoard event files (`<workdir>/tb`), `metrics.jsonl` and the
@@ -38,8 +43,15 @@ from jaxsynth.errors import UserError
 from jaxsynth.train import visuals
 from jaxsynth.train.checkpoint import RunCheckpointer, abstract_state, resume
 from jaxsynth.train.defaults import engine_settings
+from jaxsynth.train.device_data import (
+    DATA_STREAM,
+    check_augment,
+    data_bytes,
+    put_on_device,
+    use_device_data,
+)
+from jaxsynth.train.dispatch import DeviceDataFeed, PendingMetrics, auto_steps_per_dispatch
 from jaxsynth.train.mesh import (
-    batch_sharding,
     global_batch,
     make_mesh,
     maybe_initialize_distributed,
@@ -49,6 +61,12 @@ from jaxsynth.train.metrics import ConsoleWriter, MetricAverager, MultiWriter, T
 from jaxsynth.train.prefetch import DevicePrefetcher, dispatch_plan
 from jaxsynth.train.progress import Progress
 from jaxsynth.train.state import TrainState
+from jaxsynth.train.steps import (
+    AotSteps,
+    device_draw,
+    make_device_data_step_fns,
+    make_step_fns,
+)
 from jaxsynth.train.task import Task, build_task, has_sampler
 from jaxsynth.validate import check_train_config
 from jaxsynth.version import write_environment
@@ -202,18 +220,41 @@ def train(
     rep = replicated(mesh)
     n_dev = mesh.devices.size
     check_train_config(config, n_dev)
-    k_steps = max(1, int(settings.steps_per_dispatch))
+    k_steps, k_why = auto_steps_per_dispatch(settings, config)
     is_main = jax.process_index() == 0
     cfg_dict = config_to_dict(config)
-
-    loader = make_loader(
-        data.arrays,
-        global_batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.data.get("augment", "none"),
-        worker_count=int(settings.data_workers),
+    augment = config.data.get("augment", "none")
+    on_device = use_device_data(
+        settings.device_data, data.arrays, int(settings.device_data_max_bytes)
     )
-    data_iter = iter(loader)
+    print(
+        f"engine: {k_steps} step{'s' if k_steps > 1 else ''} per dispatch ({k_why}); data "
+        + (
+            f"on device ({data_bytes(data.arrays) / 2**20:.1f} MiB, train.device_data="
+            f"{settings.device_data})"
+            if on_device
+            else f"from Grain (train.device_data={settings.device_data})"
+        ),
+        file=out,
+        flush=True,
+    )
+    if on_device:
+        check_augment(augment, data.arrays)
+        if config.batch_size > len(data.arrays["image"]):
+            raise UserError(
+                f"batch_size={config.batch_size} is larger than the "
+                f"{len(data.arrays['image'])} training images"
+            )
+        data_iter = None
+    else:
+        loader = make_loader(
+            data.arrays,
+            global_batch_size=config.batch_size,
+            seed=config.seed,
+            augment=augment,
+            worker_count=int(settings.data_workers),
+        )
+        data_iter = iter(loader)
     sample_batch = _sample_batch(data.arrays, config.batch_size)
     base_rng = jax.random.PRNGKey(config.seed)
 
@@ -243,15 +284,25 @@ def train(
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
         write_environment(workdir)
 
-    step_single, step_multi = make_step_fns(task, mesh)
-    compiled = _AotSteps(step_single, step_multi, state, data.arrays, config.batch_size, mesh, out)
     poison = int(settings.debug_nan_at_step)
+    if on_device:
+        device_arrays = put_on_device(data.arrays, rep)
+        data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
+        draw = device_draw(data_key, config.batch_size, augment, poison, mesh)
+        step_single, step_multi = make_device_data_step_fns(task, mesh, draw)
+        compiled = AotSteps(step_single, step_multi, state, device_arrays, None, mesh, out)
+    else:
+        step_single, step_multi = make_step_fns(task, mesh)
+        sample = _sample_batch(data.arrays, config.batch_size)
+        compiled = AotSteps(step_single, step_multi, state, sample, config.batch_size, mesh, out)
 
     def produce(first: int, local: list[dict]):
         return _device_batch(first, local, mesh, poison)
 
-    def feeder(first: int) -> DevicePrefetcher:
+    def feeder(first: int):
         plan = dispatch_plan(first, config.num_steps, k_steps)
+        if on_device:
+            return DeviceDataFeed(device_arrays, plan)
         return DevicePrefetcher(data_iter, plan, produce, int(settings.get("prefetch", 2)))
 
     writer = MultiWriter([TensorBoardWriter(workdir / "tb"), ConsoleWriter(out)] if is_main else [])
@@ -262,14 +313,12 @@ def train(
     sampler = _make_sampler(task, settings, data, config) if has_sampler(task) else None
     interrupted = False
 
-    batches = feeder(step)
-    with _StopFlag() as stop:
-        while step < config.num_steps:
-            batch, k = next(batches)
-            state, metrics = compiled(k)(state, batch)
-            metrics = jax.device_get(metrics)
-            if settings.debug_sleep_s > 0:
-                time.sleep(float(settings.debug_sleep_s))
+    pending = PendingMetrics()
+    window: list[dict] = []  # checked host metrics since the last log point
+
+    def settle(keep: int) -> None:
+        """Check (and log) every pending dispatch but the newest `keep`; stop on NaN/Inf."""
+        for first, k, metrics in pending.pop(keep):
             bad = _first_nonfinite(metrics, k)
             if bad is not None:
                 i, name, value = bad
@@ -278,30 +327,50 @@ def train(
                 writer.flush()
                 ckpt.close()
                 raise TrainingDiverged(
-                    f"training diverged at step {step + i}: {name}={value} is not finite; "
+                    f"training diverged at step {first + i}: {name}={value} is not finite; "
                     f"stopped, last good checkpoint is step {last} in {ckpt.directory}"
                 )
-            prev, step = step, step + k
-            averager.update(metrics)
-            if _crossed(prev, step, settings.log_every) or step == config.num_steps:
+            window.append(metrics)
+            end = first + k
+            if _crossed(first, end, settings.log_every) or end == config.num_steps:
+                # one averager update per log window: clu's update runs jnp ops (host time)
+                averager.update(
+                    {n: np.concatenate([np.reshape(m[n], -1) for m in window]) for n in metrics}
+                )
+                window.clear()
                 scalars = averager.compute_and_reset()
-                writer.write_scalars(step, scalars)
-                progress.report(step, scalars)
+                writer.write_scalars(end, scalars)
+                progress.report(end, scalars)
                 if is_main:
-                    _append_jsonl(metrics_path, {"step": step, **scalars})
-            if sampler is not None and (
+                    _append_jsonl(metrics_path, {"step": end, **scalars})
+
+    batches = feeder(step)
+    with _StopFlag() as stop:
+        while step < config.num_steps:
+            batch, k = next(batches)
+            state, metrics = compiled(k)(state, batch)
+            pending.push(step, k, metrics)
+            if settings.debug_sleep_s > 0:
+                time.sleep(float(settings.debug_sleep_s))
+            prev, step = step, step + k
+            wants_sample = sampler is not None and (
                 _crossed(prev, step, settings.sample_every)
                 or _crossed(prev, step, settings.ssim_every)
                 or _crossed(prev, step, int(settings.get("fid_every", 0) or 0))
                 or step == config.num_steps
-            ):
+            )
+            wants_ckpt = _crossed(prev, step, config.checkpoint_every) and step < config.num_steps
+            # one dispatch late, except before anything that uses (or saves) the state
+            settle(0 if wants_sample or wants_ckpt or stop.signum is not None else 1)
+            if wants_sample:
                 sampler(state, step, prev, writer, metrics_path, is_main)
-            if _crossed(prev, step, config.checkpoint_every) and step < config.num_steps:
+            if wants_ckpt:
                 batches.stop_and_rewind()  # the saved data position is the consumed one
                 ckpt.save(state, data_iter, cfg_dict)
                 batches = feeder(step)
             if stop.signum is not None:
                 interrupted = True
+                settle(0)
                 batches.stop_and_rewind()
                 ckpt.save(state, data_iter, cfg_dict)
                 print(
@@ -311,6 +380,7 @@ def train(
                     flush=True,
                 )
                 break
+        settle(0)  # the final save below only ever sees a checked state
     batches.stop_and_rewind()
     ckpt.save(state, data_iter, cfg_dict)
     ckpt.close()
@@ -333,78 +403,6 @@ def _device_batch(first: int, local: list[dict], mesh, poison: int) -> dict:
         return to_global(local[0], mesh)
     stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
     return global_batch(stacked, mesh, 1)
-
-
-class _AotSteps:
-    """The compiled steps, compiled ahead of time (`lower(...).compile()`) with the time logged.
-
-    Compiling before the first batch arrives keeps the first step's time honest in the progress
-    line and makes the compile cost visible (it dominates short CPU runs). One executable per
-    dispatch size k (K, and 1 for a tail of fewer than K steps), built on first use.
-    """
-
-    def __init__(self, step_single, step_multi, state, arrays, global_batch_size, mesh, out):
-        self._fns = {1: step_single, "multi": step_multi}
-        self._state_spec = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-        )
-        self._sample = _sample_batch(arrays, global_batch_size)
-        self._mesh = mesh
-        self._out = out
-        self._compiled: dict[int, Any] = {}
-
-    def __call__(self, k: int):
-        if k not in self._compiled:
-            lead = 0 if k == 1 else 1
-            sharding = batch_sharding(self._mesh, lead)
-            batch_spec = {
-                key: jax.ShapeDtypeStruct(
-                    ((k,) if lead else ()) + v.shape, v.dtype, sharding=sharding
-                )
-                for key, v in self._sample.items()
-            }
-            fn = self._fns[1] if k == 1 else self._fns["multi"]
-            t0 = time.perf_counter()
-            self._compiled[k] = fn.lower(self._state_spec, batch_spec).compile()
-            print(
-                f"compiled the train step ({k} step{'s' if k > 1 else ''} per dispatch) "
-                f"in {time.perf_counter() - t0:.1f} s",
-                file=self._out,
-                flush=True,
-            )
-        return self._compiled[k]
-
-
-def make_step_fns(task: Task, mesh) -> tuple[Any, Any]:
-    """The engine's compiled steps: `(state, batch) -> (state, metrics)` for one step and
-    `(state, batches[K]) -> (state, metrics[K])` for K steps via `lax.scan`. Batch sharded on
-    "data", state replicated and donated, step key `fold_in(state.rng, state.step)`."""
-    rep = replicated(mesh)
-
-    def one_step(st: TrainState, batch: dict):
-        rng = jax.random.fold_in(st.rng, st.step)
-        new, metrics = task.train_step(st, batch, rng)
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return new.replace(step=st.step + 1), metrics
-
-    step_single = jax.jit(
-        one_step,
-        in_shardings=(rep, batch_sharding(mesh)),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
-    )
-    # On CPU the K steps are unrolled: XLA:CPU runs convolutions inside a while-loop body an
-    # order of magnitude slower than the same convolutions outside one (measured: DCGAN-64 at
-    # K=4 scanned < 0.5 steps/s vs 4.5 steps/s at K=1; the WGAN-GP critic loop had the same
-    # problem). GPU/TPU keep the rolled loop (compile time independent of K).
-    unroll = jax.default_backend() == "cpu"
-    step_multi = jax.jit(
-        lambda st, batches: jax.lax.scan(one_step, st, batches, unroll=unroll),
-        in_shardings=(rep, batch_sharding(mesh, 1)),
-        out_shardings=(rep, rep),
-        donate_argnums=0,
-    )
-    return step_single, step_multi
 
 
 def _make_sampler(task: Task, settings, data: TrainData, config):

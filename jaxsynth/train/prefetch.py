@@ -23,10 +23,13 @@ _DONE = object()
 
 
 def dispatch_plan(start: int, num_steps: int, steps_per_dispatch: int) -> Iterator[tuple[int, int]]:
-    """(first step, k) of every dispatch from `start`: K steps while K remain, then 1 at a time."""
+    """(first step, k) of every dispatch from `start`: K steps while K remain, then 1 at a time.
+    A resumed run not on a multiple of K takes single steps up to the next multiple, so the
+    dispatches (hence the engine's log/checkpoint points) fall where an unresumed run's do."""
     step = start
     while step < num_steps:
-        k = steps_per_dispatch if num_steps - step >= steps_per_dispatch else 1
+        aligned = step % steps_per_dispatch == 0
+        k = steps_per_dispatch if aligned and num_steps - step >= steps_per_dispatch else 1
         yield step, k
         step += k
 
