@@ -159,3 +159,19 @@ def delta(arm: dict, reference: dict, level: float = 0.95) -> dict:
         "p_value": float(min(1.0, p)),
         "variance_contribution": {k: float(v) for k, v in contrib.items()},
     }
+
+
+VERDICTS = ("better", "no evidence", "worse")
+
+
+def verdict(delta_result: dict, higher_is_better: bool = True) -> str:
+    """ "better" / "worse" when the Δ interval excludes 0 on that side, else "no evidence".
+
+    Δ = arm − reference; for a lower-is-better metric (Brier) a negative Δ is "better". "No
+    evidence" is not "no difference": the interval may still hold a large effect."""
+    lo, hi = delta_result["ci95"]
+    if lo > 0:
+        return "better" if higher_is_better else "worse"
+    if hi < 0:
+        return "worse" if higher_is_better else "better"
+    return "no evidence"
