@@ -135,3 +135,13 @@ def build_classifier(cfg, image_size: int):
     if cfg.model not in zoo.MODELS:
         raise UserError(f"classifier.model='{cfg.model}': unknown (one of {', '.join(zoo.MODELS)})")
     return zoo.build(cfg.model, image_size)
+
+
+def train_and_score_many(
+    arms: list[ArmData], split: StudySplit, cfg, seeds
+) -> list[tuple[dict, dict]]:
+    """`train_and_score` for every (arm, seed), in (arm, seed) order: [(result, variables)].
+
+    The study trains all classifier seeds of an arm through this one call so that a batched
+    (vmapped) trainer with the same signature can replace the loop without touching callers."""
+    return [train_and_score(arm, split, cfg, s) for arm in arms for s in seeds]
