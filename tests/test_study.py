@@ -31,6 +31,9 @@ def test_report_has_every_arm_with_cis(study):
         "original",
         "dcgan",
         "dcgan_synthetic_only",
+        "dcgan_selective",
+        "dcgan_classical",
+        "dcgan_oversample",
     }
     orig = res["arms"]["original"]
     assert orig["seeds"] == [0, 1]
@@ -69,7 +72,7 @@ def test_test_split_is_real_only_and_disjoint_from_generator_data(study):
     workdir, _ = study
     split = load_split(next((workdir / "split").iterdir()))
     test_hashes = set(split.test.hashes) | set(split.val.hashes)
-    (gen_dir,) = (workdir / "stages").glob("sample_dcgan-*")
+    (gen_dir,) = (workdir / "stages").glob("sample_dcgan_g0-*")
     with np.load(gen_dir / "synthetic.npz") as z:
         synthetic = z["images"]
     assert not test_hashes & {pixel_hash(x) for x in synthetic}
@@ -99,14 +102,14 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(study):
     import shutil
 
     # Simulate a kill during the arm stages: the last arms and the report never finished.
-    for d in list((workdir / "stages").glob("arm_dcgan*")) + list(
+    for d in list((workdir / "stages").glob("arms_dcgan*")) + list(
         (workdir / "stages").glob("report-*")
     ):
         shutil.rmtree(d)
     runner = StageRunner(workdir, _config())
     runner.run(build_stages(_config(), workdir))
-    assert runner.ran and all(n.startswith(("arm_dcgan", "report")) for n in runner.ran)
-    assert "gen_dcgan" in runner.skipped and "split" in runner.skipped
+    assert runner.ran and all(n.startswith(("arms_dcgan", "report")) for n in runner.ran)
+    assert "gen_dcgan_g0" in runner.skipped and "split" in runner.skipped
 
 
 def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
@@ -127,7 +130,7 @@ def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
     manifest["splits"]["train"][i_train]["sha256"] = manifest["splits"]["test"][i_test]["sha256"]
     (d / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LeakageError, match="generator 'dcgan'"):
-        StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan")])
+        StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan_g0")])
 
 
 def test_ratio_sweep_shares_the_cache_and_reports_each_point(study):

@@ -22,11 +22,14 @@ from jaxsynth.errors import UserError
 SYNTHETIC_FILE = "synthetic.npz"
 
 
-def generator_config(study: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """The model config for generator `name`, aligned with the study's data and seed."""
+def generator_config(
+    study: ml_collections.ConfigDict, name: str, gseed: int = 0
+) -> ml_collections.ConfigDict:
+    """The model config for generator `name`, aligned with the study's data; its seed is
+    `study.seed + gseed` (gseed: one of `study.generator_seeds`)."""
     g = study.gen[name]
     cfg = load_config(g.config)
-    cfg.seed = study.seed
+    cfg.seed = study.seed + gseed
     cfg.image_size = study.image_size
     cfg.num_steps = g.num_steps
     cfg.batch_size = g.batch_size
@@ -58,13 +61,13 @@ def _train_data(cfg, split: StudySplit, what: str):
     )
 
 
-def train_stage(name: str, workdir: Path):
+def train_stage(name: str, workdir: Path, gseed: int = 0):
     def fn(ctx):
         if name == "sd":
             return {"model_path": ctx.config.sd.model_path, "trained": False}
         from jaxsynth.train.loop import train
 
-        cfg = generator_config(ctx.config, name)
+        cfg = generator_config(ctx.config, name, gseed)
         split = load_or_build_split(ctx.config, workdir, progress=False)
         data = _train_data(cfg, split, f"generator '{name}'")
         result = train(cfg, ctx.dir / "run", data)
@@ -86,17 +89,22 @@ def _read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def sample_stage(name: str, workdir: Path):
+def sample_stage(name: str, workdir: Path, gseed: int = 0, suffix: str = ""):
+    """Sample generator `name` (stage `gen_<name><suffix>`) with seed `study.seed + gseed`."""
+
     def fn(ctx):
         from jaxsynth.train.visuals import make_grid, save_png
 
         study = ctx.config
         num = study.synthetic.num if name != "sd" else study.sd.num
         if name == "sd":
-            images = _sample_sd(study, num)
+            images = _sample_sd(study, num, study.seed + gseed)
         else:
             images = sample_trained(
-                ctx.input_dir(f"gen_{name}") / "run", num, study.seed, study.data.minority_class
+                ctx.input_dir(f"gen_{name}{suffix}") / "run",
+                num,
+                study.seed + gseed,
+                study.data.minority_class,
             )
         np.savez_compressed(ctx.dir / SYNTHETIC_FILE, images=images)
         save_png(make_grid(images[:64]), ctx.dir / "grid.png")
@@ -113,7 +121,7 @@ def sample_trained(run_dir: Path, num: int, seed: int, label: str) -> np.ndarray
     return images
 
 
-def _sample_sd(study, num: int) -> np.ndarray:
+def _sample_sd(study, num: int, seed: int) -> np.ndarray:
     from jaxsynth.sd.pipeline import sample_images
 
     return sample_images(
@@ -121,7 +129,7 @@ def _sample_sd(study, num: int) -> np.ndarray:
         prompt=study.sd.prompt,
         negative_prompt=study.sd.negative_prompt,
         num=num,
-        seed=study.seed,
+        seed=seed,
         steps=study.sd.steps,
         guidance=study.sd.guidance,
         size=study.sd.size,
@@ -129,8 +137,9 @@ def _sample_sd(study, num: int) -> np.ndarray:
     )
 
 
-def quality_stage(name: str, workdir: Path):
-    """Memorisation filter + image metrics of the synthetic set vs real tumour images."""
+def quality_stage(name: str, workdir: Path, suffix: str = ""):
+    """Memorisation filter + image metrics of the synthetic set (stage `sample_<name><suffix>`)
+    vs real tumour images."""
 
     def fn(ctx):
         from jaxsynth.eval import fid as fid_lib
@@ -140,7 +149,7 @@ def quality_stage(name: str, workdir: Path):
         study = ctx.config
         split = load_or_build_split(study, workdir, progress=False)
         minority = split.label_of(study.data.minority_class)
-        with np.load(ctx.input_dir(f"sample_{name}") / SYNTHETIC_FILE) as z:
+        with np.load(ctx.input_dir(f"sample_{name}{suffix}") / SYNTHETIC_FILE) as z:
             fake = z["images"]
         assert_no_leakage(split, fake, f"synthetic set of '{name}'")
         real_train = split.train.of_classes([minority]).images
