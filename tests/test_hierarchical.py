@@ -74,6 +74,8 @@ def test_variance_split_says_what_it_cannot_estimate():
     assert no_gen["components"]["generator"] == 0.0
     one_seed = hb.variance_split([0.5, 0.7], [0, 1], np.zeros(10))
     assert np.isnan(one_seed["components"]["classifier"])
+    assert one_seed["components"]["generator"] == pytest.approx(0.02)  # gen + cls, pooled
+    assert one_seed["generator_includes_classifier"]
 
 
 def test_paired_delta_keeps_the_test_pairing():

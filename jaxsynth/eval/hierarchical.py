@@ -86,10 +86,13 @@ def variance_split(point, groups, test_draws_of_mean, has_generator: bool = True
         var_cls = float(sum(((v[i] - v[i].mean()) ** 2).sum() for i in members) / dof)
     else:
         var_cls = float("nan")
+    pooled = False  # one classifier seed per generator seed: the two levels are confounded
     if not has_generator:
         var_gen = 0.0
     elif G > 1 and np.isfinite(var_cls):
         var_gen = float(max(0.0, means.var(ddof=1) - var_cls * np.mean(1.0 / ns)))
+    elif G > 1:
+        var_gen, pooled = float(means.var(ddof=1)), True
     else:
         var_gen = float("nan")
     contrib = {
@@ -106,6 +109,9 @@ def variance_split(point, groups, test_draws_of_mean, has_generator: bool = True
             k: (c / total if total > 0 and np.isfinite(c) else float("nan"))
             for k, c in contrib.items()
         },
+        # True: "generator" holds generator + classifier variance (not separable with one
+        # classifier seed per generator seed) and "classifier" is NaN.
+        "generator_includes_classifier": pooled,
         "generator_seeds": G,
         "classifier_seeds_per_generator": ns.tolist(),
     }

@@ -167,8 +167,14 @@ def markdown_section(arms: dict[str, dict], primary: str, n_boot: int, gen_seeds
         cells = []
         for k in ("generator", "classifier", "test_set"):
             c, s = v["contribution"][k], v["share"][k]
-            cells.append("–" if not np.isfinite(c) else f"{c:.2e} ({s:.0%})")
+            mark = " †" if k == "generator" and v.get("generator_includes_classifier") else ""
+            cells.append("–" if not np.isfinite(c) else f"{c:.2e} ({s:.0%}){mark}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "– : not estimable with these seeds (one generator seed, or one classifier seed); "
+        "† : generator and classifier variance together (one classifier seed per generator).",
+    ]
     lines += [
         "",
         "| arm | " + " | ".join(LABELS[m] for m in op.METRICS) + " |",
