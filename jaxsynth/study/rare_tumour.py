@@ -191,11 +191,14 @@ def foundation_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[
 
 def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
     from jaxsynth.study import report as report_lib
-    from jaxsynth.study.families import family_stage
+    from jaxsynth.study.families import CONTROL_KINDS, family_stage
 
     seeds = classifier_seeds(config)
     gens = enabled_generators(config)
     gseeds = generator_seeds(config)
+    bad = [k for k in config.study.controls if k not in CONTROL_KINDS]
+    if bad:
+        raise UserError(f"study.controls: unknown {bad} (choose from {', '.join(CONTROL_KINDS)})")
     stages = foundation_stages(config, workdir)
     feature_arm = f"arm_original_s{seeds[0]}"
     for g in gens:
