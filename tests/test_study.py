@@ -177,9 +177,9 @@ def _results(study):
     return json.loads((study[0] / "results.json").read_text())
 
 
-def test_stages_per_generator_seed():
+def test_stages_per_generator_seed(tmp_path):
     cfg = load_config("rare_tumour:smoke", OVERRIDES)
-    names = [s.name for s in build_stages(cfg, "/nonexistent")]
+    names = [s.name for s in build_stages(cfg, tmp_path)]
     for k in (0, 1):
         for kind in ("gen", "sample", "synth", "arms"):
             assert f"{kind}_dcgan_g{k}" in names
