@@ -12,6 +12,8 @@ Variants:
   The test split is 10× Rane 2026's (100 tumour / 1,000 normal, same 1:10 prevalence) because
   a metric on 10 tumour images proves nothing.
 * `:all`: the default plus WGAN-GP.
+* `:rigorous`: the default with 3 generator seeds (`study.generator_seeds`), so the verdicts'
+  intervals include the generator's training variance (about 3x the generator time).
 * `:smoke`: tiny everything (tests).
 * `:paper`: Rane 2026's settings — 128 px, 100 tumour / 1,000 normal (80/10/10 split), DCGAN
   for 3,000 epochs, 300 GAN + 100 SD images, 10 classifier epochs at batch 32 — for a GPU/TPU
@@ -28,7 +30,7 @@ from jaxsynth.study.generators import study_generator
 # `:all` adds WGAN-GP (Poonam et al.); `--config.generators=...` picks any subset.
 GENERATORS = ("dcgan", "cgan", "ddpm")
 ALL_GENERATORS = ("dcgan", "cgan", "wgan_gp", "ddpm")
-VARIANTS = Variants(("smoke", "all", "paper"))
+VARIANTS = Variants(("smoke", "all", "paper", "rigorous"))
 
 
 def _split(train, val, test):
@@ -97,6 +99,29 @@ def get_config(arg=None):
     c.eval.inception_weights = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (local)
     c.eval.tsne = True
 
+    # ---- Verdicts that survive a rerun (issue 19; docs/verdicts.md) ----------------------------
+    c.study = ml_collections.ConfigDict()
+    # Each generator is trained once per seed (its seed = `seed` + this); intervals cover the
+    # generator seeds only when there are >= 2. One on the CPU default for time; `:rigorous` 3.
+    c.study.generator_seeds = (0,)
+    c.study.controls = ("classical", "oversample")  # control arms next to every generator arm
+    c.study.classical = ml_collections.ConfigDict(
+        {
+            "hed_sigma": 0.05,  # HED stain scale ~ U(1 - s, 1 + s) (Tellez et al.)
+            "hed_bias": 0.01,  # HED stain shift ~ U(-b, b)
+            "brightness": 0.05,  # added, as a fraction of 255
+            "contrast": 0.1,  # factor ~ U(1 - c, 1 + c) around the tile mean
+            "blur_prob": 0.3,
+            "blur_sigma": 1.0,  # Gaussian sigma ~ U(0.1, this) px
+        }
+    )
+    c.study.selective = True  # `<gen>_selective`: HistoGAN's confidence + centroid filter
+    c.study.selective_confidence_quantile = 0.1  # of P(tumour) over real val tumour tiles
+    c.study.selective_distance_quantile = 0.9  # of val tumour tiles' distance to the centroid
+    c.study.verdict_metric = "pr_auc"  # the metric of each arm's one-line verdict
+    c.study.threshold_bootstrap = 200  # val resamples for the threshold-stability check
+    # ---------------------------------------------------------------------------------------
+
     if variant == "smoke":
         c.image_size = 16
         c.data.phantom.num_per_class = 300
@@ -110,6 +135,10 @@ def get_config(arg=None):
         c.classifier.seeds = (0, 1)
         c.eval.bootstrap = 100
         c.eval.tsne = False
+        c.study.generator_seeds = (0, 1)
+        c.study.threshold_bootstrap = 50
+    elif variant == "rigorous":
+        c.study.generator_seeds = (0, 1, 2)
     elif variant == "paper":
         c.image_size = 128
         c.data.split = _split(train=(800, 80), val=(100, 10), test=(100, 10))

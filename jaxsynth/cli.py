@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "jaxsynth.commands.eval",
     "jaxsynth.commands.sd",
     "jaxsynth.commands.reader_study",
+    "jaxsynth.commands.compare",
     "jaxsynth.commands.configs",
 ]
 

@@ -46,6 +46,18 @@ def test_kid_subsets_equal_reference_and_behave():
     assert abs(same["mean"]) < 3 * same["std"] + 0.05 and far["mean"] > 10 * abs(same["mean"])
 
 
+def test_kid_caps_the_subset_and_reports_no_std_when_a_subset_is_a_whole_set():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((15, 4)), rng.standard_normal((15, 4)) + 0.3
+    out = kid.kid(a, b, subset_size=1000, num_subsets=4)
+    assert (out["subset_size"], out["capped"], out["std"]) == (15, True, None)
+    assert out["mean"] == pytest.approx(kid.mmd2_unbiased(a, b), rel=1e-9)  # whole sets
+    uneven = kid.kid(a, rng.standard_normal((40, 4)), subset_size=100, num_subsets=4)
+    assert (uneven["subset_size"], uneven["std"]) == (15, None)  # real set whole in every subset
+    fine = kid.kid(a, b, subset_size=10, num_subsets=4)
+    assert (fine["capped"], fine["std"] > 0) == (False, True)
+
+
 def ref_prdc(real, fake, k):
     dist = lambda a, b: np.sqrt(((a - b) ** 2).sum())
 

@@ -1,10 +1,13 @@
 """The main job end to end on a tiny config: report contents, caching, resume, leakage guard."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
+from jaxsynth.cli import main
+from jaxsynth.commands.compare import compare_results
 from jaxsynth.config import load_config
 from jaxsynth.data.split import LeakageError, load_split, pixel_hash, split_key
 from jaxsynth.study.rare_tumour import build_stages, run_study
@@ -31,6 +34,9 @@ def test_report_has_every_arm_with_cis(study):
         "original",
         "dcgan",
         "dcgan_synthetic_only",
+        "dcgan_selective",
+        "dcgan_classical",
+        "dcgan_oversample",
     }
     orig = res["arms"]["original"]
     assert orig["seeds"] == [0, 1]
@@ -69,7 +75,7 @@ def test_test_split_is_real_only_and_disjoint_from_generator_data(study):
     workdir, _ = study
     split = load_split(next((workdir / "split").iterdir()))
     test_hashes = set(split.test.hashes) | set(split.val.hashes)
-    (gen_dir,) = (workdir / "stages").glob("sample_dcgan-*")
+    (gen_dir,) = (workdir / "stages").glob("sample_dcgan_g0-*")
     with np.load(gen_dir / "synthetic.npz") as z:
         synthetic = z["images"]
     assert not test_hashes & {pixel_hash(x) for x in synthetic}
@@ -99,14 +105,14 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(study):
     import shutil
 
     # Simulate a kill during the arm stages: the last arms and the report never finished.
-    for d in list((workdir / "stages").glob("arm_dcgan*")) + list(
+    for d in list((workdir / "stages").glob("arms_dcgan*")) + list(
         (workdir / "stages").glob("report-*")
     ):
         shutil.rmtree(d)
     runner = StageRunner(workdir, _config())
     runner.run(build_stages(_config(), workdir))
-    assert runner.ran and all(n.startswith(("arm_dcgan", "report")) for n in runner.ran)
-    assert "gen_dcgan" in runner.skipped and "split" in runner.skipped
+    assert runner.ran and all(n.startswith(("arms_dcgan", "report")) for n in runner.ran)
+    assert "gen_dcgan_g0" in runner.skipped and "split" in runner.skipped
 
 
 def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
@@ -127,7 +133,7 @@ def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
     manifest["splits"]["train"][i_train]["sha256"] = manifest["splits"]["test"][i_test]["sha256"]
     (d / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LeakageError, match="generator 'dcgan'"):
-        StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan")])
+        StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan_g0")])
 
 
 def test_ratio_sweep_shares_the_cache_and_reports_each_point(study):
@@ -162,3 +168,73 @@ def test_ratio_arm_counts_in_both_designs():
     assert synthetic_needed(80, 1.0, "add", 0.9) == 720
     assert synthetic_needed(80, 0.25, "replace", 0.9) == 20
     assert synthetic_needed(80, 1.0, "replace", 0.9) == 80
+
+
+# --- Verdicts (issue 19): generator seeds, controls, hierarchical intervals, compare ----------
+
+
+def _results(study):
+    return json.loads((study[0] / "results.json").read_text())
+
+
+def test_stages_per_generator_seed(tmp_path):
+    cfg = load_config("rare_tumour:smoke", OVERRIDES)
+    names = [s.name for s in build_stages(cfg, tmp_path)]
+    for k in (0, 1):
+        for kind in ("gen", "sample", "synth", "arms"):
+            assert f"{kind}_dcgan_g{k}" in names
+    assert names[-1] == "report"
+
+
+def test_every_arm_has_runs_per_generator_and_classifier_seed_and_a_verdict(study):
+    res = _results(study)
+    h = res["hierarchical"]
+    assert set(h) == set(res["arms"])
+    assert sorted(map(tuple, h["dcgan"]["runs"])) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert h["original"]["runs"] == [[None, 0], [None, 1]]
+    for arm, v in res["verdicts"].items():
+        assert v.startswith(f"{arm}: ")
+    assert set(h["dcgan"]["vs"]) == {"original", "dcgan_classical"}
+    split = h["dcgan"]["metrics"]["pr_auc"]["variance"]
+    assert split["generator_seeds"] == 2 and np.isfinite(split["contribution"]["test_set"])
+    for m in ("f1", "pr_auc", "roc_auc", "sens_at_spec95", "brier"):
+        d = h["dcgan"]["vs"]["original"][m]
+        assert d["ci95"][0] <= d["ci95"][1] and d["verdict"] in ("better", "no evidence", "worse")
+    assert res["provenance"]["seeds"]["generator_seeds"] == [0, 1]
+    assert "jax" in res["provenance"]["libraries"]
+    assert len(res["threshold_stability"]["dcgan"]["thresholds"]) == 4
+
+
+def test_controls_have_the_generator_arms_count(study):
+    res = _results(study)
+    counts = {a: res["arms"][a]["counts"] for a in ("dcgan", "dcgan_classical", "dcgan_oversample")}
+    assert counts["dcgan_classical"] == counts["dcgan"] == counts["dcgan_oversample"]
+
+
+def test_report_has_verdicts_and_forest_plot(study):
+    workdir, _ = study
+    md = (workdir / "report.md").read_text()
+    assert "## Verdicts (hierarchical intervals)" in md and "- dcgan: " in md
+    assert "## Threshold stability" in md and "## Provenance" in md
+    assert (workdir / "figures" / "forest.png").is_file()
+
+
+def test_compare_same_run_agrees_and_a_flipped_verdict_is_reported(study, tmp_path, capsys):
+    workdir, res = study[0], _results(study)
+    assert main(["compare", str(workdir), str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "0 of" in out and "verdicts differ" in out
+    other = copy.deepcopy(res)
+    d = other["hierarchical"]["dcgan"]["vs"]["original"]["pr_auc"]
+    d["verdict"] = "worse" if d["verdict"] != "worse" else "better"
+    d["ci95"] = [d["ci95"][1] + 1.0, d["ci95"][1] + 2.0]
+    other["provenance"]["machine"]["jax_backend"] = "gpu"
+    (tmp_path / "results.json").write_text(json.dumps(other))
+    rows = compare_results(res, other)
+    bad = [r for r in rows["rows"] if not r["same_verdict"]]
+    assert [(r["arm"], r["vs"], r["metric"]) for r in bad] == [("dcgan", "original", "pr_auc")]
+    assert not bad[0]["overlap"]
+    assert rows["provenance_changes"]["machine.jax_backend"][1] == "gpu"
+    assert main(["compare", str(workdir), str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS" in out and "1 of" in out and "jax_backend" in out

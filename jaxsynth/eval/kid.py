@@ -3,6 +3,12 @@
 KID is unbiased for small sets, where FID's bias dominates (our rare-class studies have a few
 hundred images). k(x, y) = (x·y / d + 1)^3; the estimate is averaged over `num_subsets` random
 subsets of size m drawn without replacement from each set, and reported as mean ± std.
+
+Subset size (issue 19): torch-fidelity refuses `kid_subset_size` larger than either set; here
+the size is *capped* at the smaller set and the size used is reported (`subset_size`,
+`capped`). When the capped size equals a whole set, every subset holds that entire set, so the
+spread over subsets no longer measures that set's sampling (150 vs 150 images with the default
+1,000 gave std 3.5e-16): then `std` is None, never a number that looks like a precision.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ def kid(
     num_subsets: int = 100,
     seed: int = 0,
 ) -> dict:
-    """{"mean", "std", "subset_size", "num_subsets"}; subset_size is capped at the smaller set."""
+    """{"mean", "std", "subset_size", "capped", "num_subsets"}: subset_size is the size used,
+    capped at the smaller set; std is None when a subset is a whole set (see the module doc)."""
     r = np.asarray(features_real, np.float64)
     f = np.asarray(features_fake, np.float64)
     m = min(subset_size, len(r), len(f))
@@ -43,9 +50,11 @@ def kid(
         xr = r[rng.choice(len(r), m, replace=False)]
         xf = f[rng.choice(len(f), m, replace=False)]
         vals[i] = mmd2_unbiased(xr, xf)
+    whole_set = m >= min(len(r), len(f))
     return {
         "mean": float(vals.mean()),
-        "std": float(vals.std()),
+        "std": None if whole_set else float(vals.std()),
         "subset_size": int(m),
+        "capped": bool(m < subset_size),
         "num_subsets": int(num_subsets),
     }

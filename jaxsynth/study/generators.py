@@ -33,6 +33,21 @@ def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
     return gens
 
 
+def generator_seeds(config: ml_collections.ConfigDict) -> list[int]:
+    seeds = list(config.study.generator_seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(
+            f"study.generator_seeds={tuple(seeds)}: need distinct seeds (one, or 3+ for the "
+            "generator's variance in the intervals)"
+        )
+    return seeds
+
+
+def gsuffix(gseed: int) -> str:
+    """Stage-name suffix of generator seed `gseed`: `gen_dcgan_g0`, `synth_dcgan_g0`, ..."""
+    return f"_g{gseed}"
+
+
 # Top-level keys and `data.*` keys of a model config that the study sets for all generators.
 STUDY_OWNED = ("seed", "image_size", "checkpoint_every")
 STUDY_OWNED_DATA = ("source", "classes", "split", "phantom")
@@ -48,10 +63,13 @@ def study_generator(model_config: ml_collections.ConfigDict) -> ml_collections.C
     return ml_collections.ConfigDict(d)
 
 
-def generator_config(study: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """The model config for generator `name`: `gen.<name>` plus the study's data and seed."""
+def generator_config(
+    study: ml_collections.ConfigDict, name: str, gseed: int = 0
+) -> ml_collections.ConfigDict:
+    """The model config for generator `name`: `gen.<name>` plus the study's data; its seed is
+    `study.seed + gseed` (gseed: one of `study.generator_seeds`)."""
     cfg = ml_collections.ConfigDict(study.gen[name].to_dict())
-    cfg.seed = study.seed
+    cfg.seed = study.seed + gseed
     cfg.image_size = study.image_size
     cfg.checkpoint_every = min(study.checkpoint_every, max(1, cfg.num_steps))
     data = ml_collections.ConfigDict(study.data.to_dict())
@@ -77,13 +95,13 @@ def _train_data(cfg, split: StudySplit, what: str):
     )
 
 
-def train_stage(name: str, workdir: Path):
+def train_stage(name: str, workdir: Path, gseed: int = 0):
     def fn(ctx):
         if name == "sd":
             return {"model_path": ctx.config.sd.model_path, "trained": False}
         from jaxsynth.train.loop import train
 
-        cfg = generator_config(ctx.config, name)
+        cfg = generator_config(ctx.config, name, gseed)
         split = load_or_build_split(ctx.config, workdir, progress=False)
         data = _train_data(cfg, split, f"generator '{name}'")
         result = train(cfg, ctx.dir / "run", data)
@@ -105,17 +123,22 @@ def _read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def sample_stage(name: str, workdir: Path):
+def sample_stage(name: str, workdir: Path, gseed: int = 0, suffix: str = ""):
+    """Sample generator `name` (stage `gen_<name><suffix>`) with seed `study.seed + gseed`."""
+
     def fn(ctx):
         from jaxsynth.train.visuals import make_grid, save_png
 
         study = ctx.config
         num = study.synthetic.num if name != "sd" else study.sd.num
         if name == "sd":
-            images = _sample_sd(study, num)
+            images = _sample_sd(study, num, study.seed + gseed)
         else:
             images = sample_trained(
-                ctx.input_dir(f"gen_{name}") / "run", num, study.seed, study.data.minority_class
+                ctx.input_dir(f"gen_{name}{suffix}") / "run",
+                num,
+                study.seed + gseed,
+                study.data.minority_class,
             )
         np.savez_compressed(ctx.dir / SYNTHETIC_FILE, images=images)
         save_png(make_grid(images[:64]), ctx.dir / "grid.png")
@@ -132,7 +155,7 @@ def sample_trained(run_dir: Path, num: int, seed: int, label: str) -> np.ndarray
     return images
 
 
-def _sample_sd(study, num: int) -> np.ndarray:
+def _sample_sd(study, num: int, seed: int) -> np.ndarray:
     from jaxsynth.sd.pipeline import sample_images
 
     return sample_images(
@@ -140,7 +163,7 @@ def _sample_sd(study, num: int) -> np.ndarray:
         prompt=study.sd.prompt,
         negative_prompt=study.sd.negative_prompt,
         num=num,
-        seed=study.seed,
+        seed=seed,
         steps=study.sd.steps,
         guidance=study.sd.guidance,
         size=study.sd.size,
@@ -148,8 +171,9 @@ def _sample_sd(study, num: int) -> np.ndarray:
     )
 
 
-def quality_stage(name: str, workdir: Path):
-    """Memorisation filter + image metrics of the synthetic set vs real tumour images."""
+def quality_stage(name: str, workdir: Path, suffix: str = ""):
+    """Memorisation filter + image metrics of the synthetic set (stage `sample_<name><suffix>`)
+    vs real tumour images."""
 
     def fn(ctx):
         from jaxsynth.eval import fid as fid_lib
@@ -159,7 +183,7 @@ def quality_stage(name: str, workdir: Path):
         study = ctx.config
         split = load_or_build_split(study, workdir, progress=False)
         minority = split.label_of(study.data.minority_class)
-        with np.load(ctx.input_dir(f"sample_{name}") / SYNTHETIC_FILE) as z:
+        with np.load(ctx.input_dir(f"sample_{name}{suffix}") / SYNTHETIC_FILE) as z:
             fake = z["images"]
         assert_no_leakage(split, fake, f"synthetic set of '{name}'")
         real_train = split.train.of_classes([minority]).images

@@ -1,8 +1,11 @@
 """`jaxsynth run`: the end-to-end rare-tumour study as a list of cached stages.
 
 split → original-arm classifiers (they also give the "domain" feature extractor) → for each
-generator: train on the training split only → sample synthetic minority tiles → memorisation
-filter + image metrics → classifier arms × seeds → report (results.json/csv, report.md, PNGs).
+generator and generator seed k (`study.generator_seeds`): train on the training split only
+(`gen_<g>_g<k>`) → sample synthetic minority tiles (`sample_<g>_g<k>`) → memorisation filter +
+image metrics (`synth_<g>_g<k>`) → the arm family (generator arm, variants, controls) ×
+classifier seeds (`arms_<g>_g<k>`, `jaxsynth.study.families`) → report (results.json/csv,
+report.md with verdicts, PNGs).
 
 Every stage is cached by the config keys it reads (`jaxsynth.study.stages`), so a killed run
 continues at the first unfinished stage, and changing, say, `gen.dcgan.num_steps` reruns only
@@ -19,11 +22,18 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxsynth.data.split import StudySplit, load_or_build_split
+from jaxsynth.data.split import StudySplit
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
 from jaxsynth.study.arm_group import ArmGroup
-from jaxsynth.study.generators import enabled_generators
+from jaxsynth.study.common import (  # noqa: F401  (re-exported for sweep and tests)
+    classifier_seeds,
+    filtered_synthetic,
+    minority_label,
+    original_dir,
+    study_split,
+)
+from jaxsynth.study.generators import enabled_generators, generator_seeds, gsuffix
 from jaxsynth.study.stages import Stage, StageContext, StageRunner
 
 DATA_KEYS = ("seed", "image_size", "data")
@@ -34,21 +44,6 @@ CLASSIFIER_KEYS = (
     "classifier.lr",
     "classifier.class_weights",
 )
-
-
-def classifier_seeds(config: ml_collections.ConfigDict) -> list[int]:
-    seeds = list(config.classifier.seeds)
-    if not seeds:
-        raise UserError("classifier.seeds: need at least one seed (3 or more for CIs)")
-    return seeds
-
-
-def study_split(config: ml_collections.ConfigDict, workdir: Path) -> StudySplit:
-    return load_or_build_split(config, workdir, progress=False)
-
-
-def minority_label(config, split) -> int:
-    return split.label_of(config.data.minority_class)
 
 
 def split_stage(workdir: Path) -> Stage:
@@ -116,100 +111,90 @@ def original_arm(split: StudySplit, ctx: StageContext):
     return arms_lib.original_arm(split)
 
 
-def filtered_synthetic(ctx: StageContext, gen: str) -> np.ndarray:
-    from jaxsynth.study.generators import load_filtered
-
-    return load_filtered(ctx.input_dir(f"synth_{gen}"))
-
-
-def augmented_builder(gen: str, synthetic_only: bool) -> ArmBuilder:
-    def build(split: StudySplit, ctx: StageContext):
-        syn = filtered_synthetic(ctx, gen)
-        if len(syn) == 0:
-            return f"no synthetic images of '{gen}' survived the memorisation filter"
-        return arms_lib.augmented_arm(
-            split, gen, syn, minority_label(ctx.config, split), synthetic_only
-        )
-
-    return build
-
-
-def generator_stages(workdir: Path, gen: str, feature_arm: str) -> list[Stage]:
-    """Train `gen` on the training split, sample it, filter + score the synthetic set."""
+def generator_stages(workdir: Path, gen: str, feature_arm: str, gseed: int = 0) -> list[Stage]:
+    """Train `gen` (seed study.seed + gseed) on the training split, sample it, filter + score."""
     from jaxsynth.study import generators as gen_lib
 
     sd_keys = ("sd",) if gen == "sd" else ()
+    sfx, extra = gsuffix(gseed), f"gseed={gseed}"
     return [
         Stage(
-            f"gen_{gen}",
-            gen_lib.train_stage(gen, workdir),
+            f"gen_{gen}{sfx}",
+            gen_lib.train_stage(gen, workdir, gseed),
             config_keys=DATA_KEYS + (f"gen.{gen}",) + sd_keys,
             inputs=("split",),
+            extra_key=extra,
         ),
         Stage(
-            f"sample_{gen}",
-            gen_lib.sample_stage(gen, workdir),
+            f"sample_{gen}{sfx}",
+            gen_lib.sample_stage(gen, workdir, gseed, sfx),
             config_keys=("synthetic.num",) + sd_keys,
-            inputs=(f"gen_{gen}",),
+            inputs=(f"gen_{gen}{sfx}",),
+            extra_key=extra,
         ),
         Stage(
-            f"synth_{gen}",
-            gen_lib.quality_stage(gen, workdir),
+            f"synth_{gen}{sfx}",
+            gen_lib.quality_stage(gen, workdir, sfx),
             config_keys=("synthetic.memorization_filter", "eval.inception_weights", "eval.tsne")
             + DATA_KEYS,
-            inputs=("split", f"sample_{gen}", feature_arm),
+            inputs=("split", f"sample_{gen}{sfx}", feature_arm),
+            extra_key=extra,
         ),
     ]
 
 
 def foundation_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
-    """Split, original-arm classifiers, and every enabled generator's stages."""
+    """Split, original-arm classifiers, and every enabled generator's stages per generator
+    seed."""
     seeds = classifier_seeds(config)
     stages = [split_stage(workdir)]
-    group = ArmGroup()
+    group = ArmGroup()  # all seeds of the original arm train as one program
     stages += [classifier_stage(workdir, "original", s, original_arm, group=group) for s in seeds]
     feature_arm = f"arm_original_s{seeds[0]}"
     for g in enabled_generators(config):
-        stages += generator_stages(workdir, g, feature_arm)
+        for k in generator_seeds(config):
+            stages += generator_stages(workdir, g, feature_arm, k)
     return stages
 
 
 def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
     from jaxsynth.study import report as report_lib
+    from jaxsynth.study.families import CONTROL_KINDS, family_stage
 
     seeds = classifier_seeds(config)
     gens = enabled_generators(config)
+    gseeds = generator_seeds(config)
+    bad = [k for k in config.study.controls if k not in CONTROL_KINDS]
+    if bad:
+        raise UserError(f"study.controls: unknown {bad} (choose from {', '.join(CONTROL_KINDS)})")
     stages = foundation_stages(config, workdir)
-    group = ArmGroup()
+    feature_arm = f"arm_original_s{seeds[0]}"
     for g in gens:
-        variants = [(g, False)]
-        if config.classifier.synthetic_only_arms:
-            variants.append((f"{g}_synthetic_only", True))
-        for arm_name, only in variants:
-            for s in seeds:
-                stages.append(
-                    classifier_stage(
-                        workdir,
-                        arm_name,
-                        s,
-                        augmented_builder(g, only),
-                        inputs=("split", f"synth_{g}"),
-                        group=group,
-                    )
+        for k in gseeds:
+            stages.append(
+                family_stage(
+                    workdir,
+                    g,
+                    k,
+                    seeds,
+                    inputs=("split", f"synth_{g}{gsuffix(k)}", feature_arm),
+                    keys=CLASSIFIER_KEYS + DATA_KEYS + ("classifier.seeds",),
                 )
-    arm_names = [st.name for st in stages if st.name.startswith("arm_")]
+            )
+    arm_names = [st.name for st in stages if st.name.startswith(("arm_", "arms_"))]
+    per_gen = [f"{kind}_{g}{gsuffix(k)}" for g in gens for k in gseeds for kind in ("gen", "synth")]
     stages.append(
         Stage(
             "report",
             report_lib.report_stage(workdir),
-            config_keys=("eval.bootstrap", "eval.tsne"),
-            outputs=("results.json", "results.csv", "report.md"),
-            inputs=(
-                "split",
-                *[f"gen_{g}" for g in gens],
-                *[f"synth_{g}" for g in gens],
-                *arm_names,
+            config_keys=(
+                "eval.bootstrap",
+                "eval.tsne",
+                "study.verdict_metric",
+                "study.threshold_bootstrap",
             ),
+            outputs=("results.json", "results.csv", "report.md"),
+            inputs=("split", *per_gen, *arm_names),
         )
     )
     return stages

@@ -180,7 +180,8 @@ def report_stage(workdir: Path):
     def fn(ctx):
         from jaxsynth.data.split import load_or_build_split
         from jaxsynth.study import plots
-        from jaxsynth.study.generators import enabled_generators
+        from jaxsynth.study.generators import enabled_generators, generator_seeds, gsuffix
+        from jaxsynth.study.report_verdicts import verdict_report
         from jaxsynth.version import environment
 
         study = ctx.config
@@ -194,9 +195,14 @@ def report_stage(workdir: Path):
                     skipped_arms[res["arm"]] = res["skipped"]
                 else:
                     runs.setdefault(res["arm"], []).append(res)
+            if name.startswith("arms_") and name in ctx.stage.inputs:  # a generator's family
+                skipped_arms.update(res["skipped"])
+                for r in res["runs"]:
+                    runs.setdefault(r["arm"], []).append(r)
         arms = aggregate_arms(runs, labels, n_boot=study.eval.bootstrap, seed=study.seed)
         gens = enabled_generators(study)
-        quality = {g: ctx.input(f"synth_{g}") for g in gens}
+        k0 = gsuffix(generator_seeds(study)[0])  # tables and figures: the first generator seed
+        quality = {g: ctx.input(f"synth_{g}{k0}") for g in gens}
         rows = results_table(arms, quality)
         out_dir = Path(workdir)
         fig_dir = out_dir / "figures"
@@ -218,11 +224,11 @@ def report_stage(workdir: Path):
         for g in gens:
             figs = {}
             for stage, fname in (
-                (f"sample_{g}", "grid.png"),
-                (f"synth_{g}", "closest_pairs.png"),
-                (f"synth_{g}", "tsne.png"),
-                (f"gen_{g}", "run/loss_curves.png"),
-                (f"gen_{g}", "run/ssim_curve.png"),
+                (f"sample_{g}{k0}", "grid.png"),
+                (f"synth_{g}{k0}", "closest_pairs.png"),
+                (f"synth_{g}{k0}", "tsne.png"),
+                (f"gen_{g}{k0}", "run/loss_curves.png"),
+                (f"gen_{g}{k0}", "run/ssim_curve.png"),
             ):
                 src = ctx.input_dir(stage) / fname
                 if src.is_file():
@@ -230,23 +236,42 @@ def report_stage(workdir: Path):
                     shutil.copyfile(src, dst)
                     figs[Path(fname).stem] = f"figures/{dst.name}"
             gen_figs[g] = figs
+        verdict_extra, verdict_md = verdict_report(study, runs, split, fig_dir)
         results = {
             "config": json.loads(study.to_json_best_effort()),
             "environment": environment(),
             "split": ctx.input("split"),
             "generators": {
-                g: {"training": ctx.input(f"gen_{g}"), "quality": quality[g]} for g in gens
+                g: {
+                    "training": ctx.input(f"gen_{g}{k0}"),
+                    "quality": quality[g],
+                    "per_generator_seed": {
+                        k: {
+                            "training": ctx.input(f"gen_{g}{gsuffix(k)}"),
+                            "quality": ctx.input(f"synth_{g}{gsuffix(k)}"),
+                        }
+                        for k in generator_seeds(study)
+                    },
+                }
+                for g in gens
             },
             "arms": arms,
             "skipped_arms": skipped_arms,
             "table": rows,
+            **verdict_extra,
         }
         dump_json(results, out_dir / "results.json")
         write_csv(rows, out_dir / "results.csv")
         (out_dir / "report.md").write_text(
             markdown_report(study, ctx.input("split"), rows, quality, gen_figs, skipped_arms)
+            + "\n"
+            + verdict_md
         )
-        return {"console_table": console_table(rows), "rows": len(rows)}
+        verdict_lines = "\n".join(f"  {v}" for v in verdict_extra["verdicts"].values())
+        return {
+            "console_table": console_table(rows) + "\nverdicts:\n" + verdict_lines,
+            "rows": len(rows),
+        }
 
     return fn
 

@@ -34,6 +34,8 @@ from jaxsynth.study.rare_tumour import (
     enabled_generators,
     filtered_synthetic,
     foundation_stages,
+    generator_seeds,
+    gsuffix,
     minority_label,
     run_stages,
 )
@@ -101,7 +103,7 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
                         _point_name(g, f),
                         s,
                         _builder(g, f, mode, max_below_one, s),
-                        inputs=("split", f"synth_{g}"),
+                        inputs=("split", f"synth_{g}{gsuffix(generator_seeds(config)[0])}"),
                         extra_keys=("sweep.mode",),
                         group=group,
                     )
