@@ -136,8 +136,8 @@ class CycleGanTask:
 
     # -- Task interface ----------------------------------------------------------------------
     def init(self, rng: jax.Array, sample_batch: dict) -> TrainState:
-        a, _ = self.split_domains(jnp.asarray(sample_batch["image"]))
-        a = a[:1]
+        # shapes only: a packed A|B batch (training) or a square one (`load_trained`)
+        a = jnp.asarray(sample_batch["image"])[:1, :, : self.image_size]
         k = jax.random.split(rng, 5)
         g_params = {
             "ab": self.generator.init(k[0], a)["params"],
