@@ -52,6 +52,7 @@ def get_config(arg=None):
     c.pix2pix.l1_weight = 100.0
     c.pix2pix.ema_decay = 0.999
     c.pix2pix.sample_dropout = False  # pix2pix keeps dropout on at test time; off: deterministic
+    c.pix2pix.mask_bank = 64  # training masks kept in the state for sampling new layouts; 0: off
 
     c.perceptual = ml_collections.ConfigDict()
     c.perceptual.weight = 0.0  # paper 004 adds a VGG-19 perceptual loss (see :paper)
@@ -85,6 +86,7 @@ def get_config(arg=None):
         c.train.log_every = 2
         c.train.sample_every = 2
         c.train.sample_grid = 4
+        c.pix2pix.mask_bank = 6
         return c
     if arg == "paper":
         c.image_size = 256

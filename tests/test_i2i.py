@@ -170,6 +170,8 @@ def test_pix2pix_trains_with_finite_losses_and_resumes_exactly(tmp_path):
     data = _pix2pix_data()
     full, records = _assert_exact_resume(config, data, tmp_path, 4)
     assert all(r["l1_loss"] > 0 and "perceptual_loss" in r for r in records)
+    bank = full.state["generator"].batch_stats  # the training masks, for sampling layouts
+    assert int(bank["bank_count"]) == 4 * config.batch_size
     sample = {"image": jnp.zeros((4, 16, 16, 3)), "mask": jnp.zeros((4, 16, 16, 1))}
     init = jax.jit(build_task(config).init)(jax.random.PRNGKey(config.seed), sample)
     # G and D moved; the perceptual net did not
@@ -297,3 +299,38 @@ def test_lr_schedule_is_constant_then_linear_to_zero():
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12)
     c.optim.decay_start = 1.0
     assert all(float(lr_schedule(c)(t)) == pytest.approx(2e-4) for t in range(11))
+
+
+def test_mask_bank_ring_buffer_and_new_layouts_from_same_class_quadrants():
+    from jaxsynth.tasks.mask_bank import bank_add, bank_init, bank_layouts, dihedral
+
+    s = 8
+    rng = np.random.default_rng(0)
+    tumour = (rng.uniform(size=(s, s, 1)) > 0.6).astype(np.float32)
+    bank = bank_init(3, s)
+    # class 0 rows are empty masks, class 1 rows the one tumour mask; 5 rows into 3 slots
+    masks = jnp.stack([jnp.zeros((s, s, 1)), jnp.asarray(tumour)] * 2 + [jnp.asarray(tumour)])
+    labels = jnp.array([0, 1, 0, 1, 1])
+    bank = bank_add(bank, masks[:2], labels[:2])
+    bank = bank_add(bank, masks[2:], labels[2:])
+    assert int(bank["bank_count"]) == 5
+    np.testing.assert_array_equal(bank["bank_labels"], [1, 1, 0])  # slots 3,4 -> 0,1; 2 kept
+    fallback = jnp.full((6, s, s, 1), 0.5)
+    out = np.asarray(bank_layouts(bank, jax.random.key(0), jnp.array([1, 1, 1, 1, 0, 0]), fallback))
+    transforms = [np.asarray(dihedral(jnp.asarray(tumour), jnp.int32(k))) for k in range(8)]
+    assert len({t.tobytes() for t in transforms}) == 8  # a mask with no symmetry
+    h = s // 2
+    quadrants = [(slice(0, h), slice(0, h)), (slice(0, h), slice(h, s))]
+    quadrants += [(slice(h, s), slice(0, h)), (slice(h, s), slice(h, s))]
+    for i in range(4):  # tumour rows: every quadrant is that quadrant of a transformed mask
+        for q in quadrants:
+            assert any(np.array_equal(out[i][q], t[q]) for t in transforms)
+    assert not all(np.array_equal(out[i], tumour) for i in range(4))  # new layouts, not copies
+    np.testing.assert_array_equal(out[4:], 0.0)  # class 0 draws only class-0 (empty) masks
+    empty = bank_init(3, s)  # nothing banked yet: the fallback passes through
+    np.testing.assert_array_equal(bank_layouts(empty, jax.random.key(1), None, fallback), fallback)
+    # dihedral element k matches numpy's flips and rotations
+    x = rng.uniform(size=(s, s, 1)).astype(np.float32)
+    for k in range(8):
+        ref = np.rot90(x[:, ::-1] if k // 4 else x, k % 4, axes=(0, 1))
+        np.testing.assert_array_equal(dihedral(jnp.asarray(x), jnp.int32(k)), ref)

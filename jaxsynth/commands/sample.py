@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from jaxsynth.train.visuals import save_png
 
     task, state, config, step = load_trained(args.workdir, args.step)
-    if hasattr(task, "translate"):  # pix2pix / CycleGAN: one output per input file
+    if hasattr(task, "translate") and (args.masks or args.input or not has_sampler(task)):
+        # pix2pix --masks / CycleGAN --input: one output per input file
         from jaxsynth.commands.sample_i2i import run_i2i
 
         return run_i2i(args, task, state, config, step)

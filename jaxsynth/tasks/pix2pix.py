@@ -10,7 +10,10 @@ term (paper 004) on VGG-19 features from a local .pth or the fixed random-CNN fa
 per class when `model.num_classes > 0`. Dropout in the decoder is the only noise.
 
 `sample(state, rng, n, labels, masks=None)` draws from the EMA generator; without masks it
-draws random disc layouts (`random_masks`), which is what the engine's periodic grids show.
+builds new layouts from the bank of training-split masks the state collects
+(`pix2pix.mask_bank`, tasks/mask_bank.py: four flipped/rotated quadrants of same-class masks),
+or random ellipses while the bank holds none of a class. That is what the engine's periodic
+grids and `jaxsynth sample --num N` (no --masks) show, and what a study draws.
 `translate(state, masks, labels)` is the deterministic mapping the scores and `jaxsynth sample
 --masks` use.
 """
@@ -33,6 +36,7 @@ from jaxsynth.tasks.i2i_common import (
     make_adam,
     perceptual_state,
 )
+from jaxsynth.tasks.mask_bank import bank_add, bank_init, bank_layouts
 from jaxsynth.train.state import ModelState, TrainState
 
 
@@ -71,6 +75,7 @@ class Pix2PixTask:
         self.l1_weight = float(p.l1_weight)
         self.ema_decay = float(p.ema_decay)
         self.sample_dropout = bool(p.sample_dropout)
+        self.bank_size = int(p.mask_bank)
         self.perceptual_weight = float(config.perceptual.weight)
         self.perceptual, self._perceptual_params = load_perceptual(config)
 
@@ -104,7 +109,10 @@ class Pix2PixTask:
         )["params"]
         models = {
             "generator": ModelState.create(
-                g_params, make_adam(self.config), ema_decay=self.ema_decay
+                g_params,
+                make_adam(self.config),
+                batch_stats=bank_init(self.bank_size, self.image_size) if self.bank_size else None,
+                ema_decay=self.ema_decay,
             ),
             "discriminator": ModelState.create(d_params, make_adam(self.config), ema_decay=0.0),
         }
@@ -148,6 +156,8 @@ class Pix2PixTask:
 
         (g_loss, (adv, l1, perc)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g.params)
         g = g.apply_gradients(g_grads)
+        if self.bank_size:  # training-split layouts for sampling (tasks/mask_bank.py)
+            g = g.replace(batch_stats=bank_add(g.batch_stats, batch["mask"], batch["label"]))
         metrics = {
             "d_loss": d_loss,
             "g_loss": g_loss,
@@ -171,10 +181,14 @@ class Pix2PixTask:
 
     def sample(self, state: TrainState, rng: jax.Array, n: int, labels=None, masks=None):
         km, kl, kd = jax.random.split(rng, 3)
-        if masks is None:
-            masks = random_masks(km, n, self.image_size)
         if self.conditional and labels is None:
             labels = jax.random.randint(kl, (n,), 0, self.num_classes)
+        if masks is None:
+            kr, kb = jax.random.split(km)
+            masks = random_masks(kr, n, self.image_size)
+            if self.bank_size:
+                bank = state["generator"].batch_stats
+                masks = bank_layouts(bank, kb, labels if self.conditional else None, masks)
         return self.translate(state, masks, labels, kd)
 
 
