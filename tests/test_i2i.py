@@ -334,3 +334,16 @@ def test_mask_bank_ring_buffer_and_new_layouts_from_same_class_quadrants():
     for k in range(8):
         ref = np.rot90(x[:, ::-1] if k // 4 else x, k % 4, axes=(0, 1))
         np.testing.assert_array_equal(dihedral(jnp.asarray(x), jnp.int32(k)), ref)
+
+
+def test_i2i_study_config_adds_a_pix2pix_arm_on_the_study_split():
+    from jaxsynth.study.generators import generator_config
+
+    study = load_config(str(REPO / "configs" / "i2i_study.py") + ":smoke")
+    assert study.generators[-1] == "pix2pix"
+    cfg = generator_config(study, "pix2pix")
+    assert cfg.image_size == study.image_size and cfg.seed == study.seed
+    assert cfg.data.split.to_dict() == study.data.split.to_dict()
+    assert tuple(cfg.data.train_classes) == ("normal", "tumour")
+    task = build_task(cfg)
+    assert task.name == "pix2pix" and task.conditional and task.bank_size > 0
