@@ -247,6 +247,16 @@ def test_cyclegan_trains_with_finite_losses_and_resumes_exactly(tmp_path):
     assert int(stats["count_a"]) == int(stats["count_b"]) == config.cyclegan.pool_size
 
 
+def test_cyclegan_domain_b_needs_the_phantom():
+    from jaxsynth.errors import UserError
+
+    config = _smoke("cyclegan", 1)
+    config.data.source = "folder:/nowhere"
+    data = TrainData({"image": np.zeros((2, 16, 16, 3), np.uint8), "label": np.zeros(2)})
+    with pytest.raises(UserError, match="rendered by the phantom"):
+        build_task(config).prepare_data(data)
+
+
 def test_cyclegan_rejects_flips():
     from jaxsynth.errors import UserError
 

@@ -119,6 +119,11 @@ class CycleGanTask:
         from jaxsynth.data.stain import render_ids
 
         cg, c = self.config.cyclegan, self.config
+        if c.data.source != "phantom":
+            raise UserError(
+                f"data.source='{c.data.source}': CycleGAN's domain B is rendered by the phantom "
+                "(stain protocol B); real two-protocol data is not wired in yet"
+            )
         a = data.arrays["image"]
         labels = np.asarray(data.arrays["label"])
         # B: different phantom tissue (seed `cyclegan.b_seed`), same class mix, protocol B
