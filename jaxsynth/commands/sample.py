@@ -5,6 +5,7 @@ Draws N images from the EMA generator of the latest checkpoint in W and writes
 `DIR/samples.json` (model, step, seed, label, sampler options, config hash, workdir).
 DDPM runs also take `--sampler ddim|ddpm --steps 50 --eta 0 --guidance 2.0` and, for
 mask-guided models, `--masks DIR` (one PNG nuclei mask per image; non-zero = nucleus).
+pix2pix (`--masks DIR`) and CycleGAN (`--input DIR [--direction ba]`): commands/sample_i2i.py.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="DDPM: DDIM steps")
     p.add_argument("--eta", type=float, help="DDPM: DDIM eta (0 = deterministic)")
     p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
-    p.add_argument("--masks", help="DDPM (mask-guided): folder of mask PNGs, one per image")
+    p.add_argument("--masks", help="DDPM (mask-guided) / pix2pix: folder of mask PNGs")
+    p.add_argument("--input", help="CycleGAN: folder of RGB tiles to translate")
+    p.add_argument("--direction", choices=("ab", "ba"), help="CycleGAN: A->B (default) or B->A")
     p.set_defaults(func=run, takes_config=False)
 
 
@@ -73,6 +76,13 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
     from jaxsynth.train.visuals import save_png
 
     task, state, config, step = load_trained(args.workdir, args.step)
+    if hasattr(task, "translate") and (args.masks or args.input or not has_sampler(task)):
+        # pix2pix --masks / CycleGAN --input: one output per input file
+        from jaxsynth.commands.sample_i2i import run_i2i
+
+        return run_i2i(args, task, state, config, step)
+    if args.input or args.direction:
+        raise UserError(f"--input/--direction: task '{task.name}' does not translate images")
     if not has_sampler(task):
         raise UserError(f"--workdir {args.workdir}: task '{task.name}' cannot sample images")
     mask_names, masks = (None, None)

@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             if moved:
                 print(f"--restart: the previous run's files are kept in {moved}")
         data = training_data_first_on_process_0(config, args.workdir)
+        if hasattr(task, "prepare_data"):  # e.g. CycleGAN packs its second, unpaired domain
+            data = task.prepare_data(data)
         result = train(config, args.workdir, data, task=task)
     print(f"done: step {result.step}, workdir {Path(args.workdir).resolve()}")
     return 0

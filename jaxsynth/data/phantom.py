@@ -40,6 +40,7 @@ import math
 import numpy as np
 from scipy import ndimage, special
 
+from jaxsynth.data.stain import PROTOCOL_A, StainProtocol
 from jaxsynth.data.types import Record
 
 # Chosen by data_prep/calibrate_phantom.py (see docs/phantom.md for the measured table).
@@ -48,13 +49,8 @@ DEFAULT_DIFFICULTY = 0.5
 MIN_SIZE, MAX_SIZE = 16, 256
 _SUPERSAMPLE_TO = 64  # tiles smaller than this are rendered at >= 64 px and box-averaged down
 
-# H&E stain vectors (optical density per unit stain, RGB), between Ruifrok & Johnston's
-# (0.65, 0.70, 0.29) / (0.07, 0.99, 0.11) (used by skimage.color.rgb2hed; their eosin renders
-# magenta) and the Macenko reference (0.56, 0.72, 0.41) / (0.22, 0.80, 0.56) (dull red eosin).
-_H_VEC = np.array([0.60, 0.72, 0.35])
-_E_VEC = np.array([0.13, 0.86, 0.45])
-_H_VEC = _H_VEC / np.linalg.norm(_H_VEC)
-_E_VEC = _E_VEC / np.linalg.norm(_E_VEC)
+# H&E stain vectors, gains and lamp: `jaxsynth.data.stain.PROTOCOL_A` (vectors between Ruifrok &
+# Johnston's, whose eosin renders magenta, and the Macenko reference, whose eosin is dull red).
 
 # Feature ranges: value at atypia 0 (typical normal) and at atypia 1 (typical high grade).
 _NUC_RADIUS = 0.048  # tile units, normal nucleus radius at size scale 1
@@ -231,14 +227,21 @@ def _check_args(label: int, image_size: int, difficulty: float) -> None:
 
 
 def render_tile(
-    seed: int, label: int, image_size: int, difficulty: float = DEFAULT_DIFFICULTY
+    seed: int,
+    label: int,
+    image_size: int,
+    difficulty: float = DEFAULT_DIFFICULTY,
+    protocol: StainProtocol | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one SIMULATED H&E tile: (image uint8 (S, S, 3), nuclei mask uint8 (S, S)).
 
     Deterministic in its arguments. `label` 0 = normal, 1 = tumour. The geometry (nucleus
     positions and shapes, stroma) comes from random streams that do not depend on `image_size`,
-    so the same seed at two sizes shows the same tissue; only pixel noise differs.
+    so the same seed at two sizes shows the same tissue; only pixel noise differs. `protocol`
+    (default: `jaxsynth.data.stain.PROTOCOL_A`) sets only the optics, so the same seed under two
+    protocols is the same tissue (identical mask) in two stainings.
     """
+    protocol = PROTOCOL_A if protocol is None else protocol
     _check_args(label, image_size, difficulty)
     size = int(image_size)
     factor = max(1, math.ceil(_SUPERSAMPLE_TO / size))
@@ -376,16 +379,16 @@ def render_tile(
     od_e = np.maximum(od_e_stroma + od_e_cyto, 0.0) * (1.0 - 0.6 * nuc_cov) + 0.08 * nuc_cov
 
     # --- staining/scanning variation shared by both classes ---
-    h_gain = math.exp(r_stain.normal(0.0, 0.25))
-    e_gain = math.exp(r_stain.normal(0.0, 0.25))
-    h_vec = _H_VEC + r_stain.normal(0.0, 0.03, 3)
-    e_vec = _E_VEC + r_stain.normal(0.0, 0.03, 3)
+    h_gain = math.exp(r_stain.normal(0.0, 0.25)) * protocol.h_gain
+    e_gain = math.exp(r_stain.normal(0.0, 0.25)) * protocol.e_gain
+    h_vec = protocol.h_vec + r_stain.normal(0.0, 0.03, 3)
+    e_vec = protocol.e_vec + r_stain.normal(0.0, 0.03, 3)
     h_vec, e_vec = np.abs(h_vec) / np.linalg.norm(h_vec), np.abs(e_vec) / np.linalg.norm(e_vec)
     blur = 0.45 * res / 64.0  # optical blur ~ fixed physical width
     od_h = ndimage.gaussian_filter(od_h * h_gain, blur, mode="nearest")
     od_e = ndimage.gaussian_filter(od_e * e_gain, blur, mode="nearest")
     od_rgb = od_h[..., None] * h_vec + od_e[..., None] * e_vec + 0.02
-    background = np.array([244.0, 242.0, 246.0]) + r_stain.normal(0.0, 4.0, 3)
+    background = protocol.background + r_stain.normal(0.0, 4.0, 3)
     img = background * np.power(10.0, -od_rgb)
 
     if factor > 1:  # box-average the supersampled tile (and majority-vote the mask)
