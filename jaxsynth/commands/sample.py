@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, help="DDPM: DDIM eta (0 = deterministic)")
     p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
     p.add_argument("--masks", help="DDPM (mask-guided): folder of mask PNGs, one per image")
+    p.add_argument("--truncation", type=float, help="StyleGAN2: truncation psi (1 = off)")
     p.set_defaults(func=run, takes_config=False)
 
 
@@ -56,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     task, state, config, step = load_trained(args.workdir, args.step)
     if not has_sampler(task):
         raise UserError(f"--workdir {args.workdir}: task '{task.name}' cannot sample images")
+    if args.truncation is not None:
+        if not hasattr(task, "with_truncation"):
+            raise UserError(f"--truncation: task '{task.name}' has no truncation")
+        task = task.with_truncation(args.truncation)
     mask_names, masks = (None, None)
     if args.masks:
         from jaxsynth.diffusion.masks import load_masks
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "label": args.label,
         "conditional": bool(getattr(task, "conditional", False)),
         "sampler_options": options,
+        "truncation": args.truncation,
         "masks": mask_names[:num] if mask_names else None,
         **(_mask_iou(images, masks[:num]) if masks is not None else {}),
         "config_hash": config_hash(config),
