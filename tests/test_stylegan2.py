@@ -231,3 +231,15 @@ def test_config_variants_build():
     paper = load_config(str(REPO / "configs" / "stylegan2.py") + ":paper")
     assert (paper.image_size, paper.batch_size, paper.stylegan.r1_gamma) == (256, 64, 1.0)
     assert paper.model.g_channel_base == 16384 and paper.model.mbstd_group == 8
+
+
+def test_study_config_adds_a_buildable_stylegan2_generator():
+    from jaxsynth.study.generators import generator_config
+    from jaxsynth.train.task import build_task
+
+    for arg in ("", ":smoke"):
+        study = load_config(str(REPO / "configs" / "stylegan2_study.py") + arg)
+        assert study.generators == ("stylegan2",)
+        cfg = generator_config(study, "stylegan2")
+        assert cfg.image_size == 32 and cfg.data.train_classes == ("tumour",)
+        assert build_task(cfg).name == "stylegan2"

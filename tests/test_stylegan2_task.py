@@ -59,6 +59,7 @@ def run_steps(config, images: np.ndarray, n: int):
     return auxes
 
 
+@pytest.mark.slow
 def test_lazy_regularisers_fire_inside_the_step_at_the_right_steps():
     x = np.random.default_rng(1).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     auxes = run_steps(smoke("stylegan.r1_interval=3", "stylegan.pl_interval=2"), x, 7)
@@ -72,9 +73,11 @@ def test_lazy_regularisers_fire_inside_the_step_at_the_right_steps():
     assert auxes[0]["pl_mean"] > 0
 
 
+@pytest.mark.slow
 def test_ada_p_rises_when_d_overfits_a_tiny_set_and_falls_otherwise():
     x = np.random.default_rng(2).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
-    fast = ("ada.interval=1", "ada.kimg=0.4")  # p moves 8/400 = 0.02 per step
+    # p moves 8/400 = 0.02 per step; no R1/PL/mixing: a smaller program to compile
+    fast = ("ada.interval=1", "ada.kimg=0.4", "stylegan.r1_gamma=0.0", "stylegan.pl_weight=0.0")
     # D at a high lr memorises 8 images: D(real) > 0 for (nearly) all, r_t > 0.6 -> p rises
     rising = run_steps(smoke(*fast, "optim.d_lr=0.01", "optim.g_lr=0.0"), x, 20)
     p = [a["ada_p"] for a in rising]

@@ -5,6 +5,7 @@ Draws N images from the EMA generator of the latest checkpoint in W and writes
 `DIR/samples.json` (model, step, seed, label, sampler options, config hash, workdir).
 DDPM runs also take `--sampler ddim|ddpm --steps 50 --eta 0 --guidance 2.0` and, for
 mask-guided models, `--masks DIR` (one PNG nuclei mask per image; non-zero = nucleus).
+StyleGAN2 runs take `--truncation PSI` (w pulled towards the mean w; 1 = off).
 """
 
 from __future__ import annotations
