@@ -215,9 +215,10 @@ class StyleGan2Task:
         def pl_off(_):
             return jax.tree.map(jnp.zeros_like, g.params), aux["pl_mean"], aux["pl_last"]
 
-        do_pl = reg_fires(step, int(s.pl_interval)) & (s.pl_weight > 0)
-        pl_grads, aux["pl_mean"], aux["pl_last"] = jax.lax.cond(do_pl, pl_on, pl_off, None)
-        g_grads = jax.tree.map(jnp.add, g_grads, pl_grads)
+        if s.pl_weight > 0 and s.pl_interval > 0:  # else not even traced (compile time)
+            do_pl = reg_fires(step, int(s.pl_interval))
+            pl_grads, aux["pl_mean"], aux["pl_last"] = jax.lax.cond(do_pl, pl_on, pl_off, None)
+            g_grads = jax.tree.map(jnp.add, g_grads, pl_grads)
         updates, g_opt = g.tx.update(g_grads, g.opt_state, g.params)
         g_params = optax.apply_updates(g.params, updates)
         beta = ema_beta(step, b, float(s.ema_kimg), float(s.ema_rampup))
@@ -253,9 +254,10 @@ class StyleGan2Task:
         def r1_off(_):
             return jax.tree.map(jnp.zeros_like, d.params), aux["r1_last"]
 
-        do_r1 = reg_fires(step, int(s.r1_interval)) & (s.r1_gamma > 0)
-        r1_grads, aux["r1_last"] = jax.lax.cond(do_r1, r1_on, r1_off, None)
-        d_grads = jax.tree.map(jnp.add, d_grads, r1_grads)
+        if s.r1_gamma > 0 and s.r1_interval > 0:
+            do_r1 = reg_fires(step, int(s.r1_interval))
+            r1_grads, aux["r1_last"] = jax.lax.cond(do_r1, r1_on, r1_off, None)
+            d_grads = jax.tree.map(jnp.add, d_grads, r1_grads)
         d = d.apply_gradients(d_grads)
 
         # ---- ADA: accumulate sign(D(real)); adjust p every `ada.interval` steps
