@@ -233,6 +233,44 @@ def test_config_variants_build():
     assert paper.model.g_channel_base == 16384 and paper.model.mbstd_group == 8
 
 
+@pytest.mark.parametrize(
+    "override, field", [("image_size=48", "image_size=48"), ("ada.augment=bgx", "ada.augment")]
+)
+def test_bad_config_values_are_one_line_user_errors(override, field):
+    from jaxsynth.errors import UserError
+    from jaxsynth.train.task import build_task
+
+    config = load_config(
+        str(REPO / "configs" / "stylegan2.py") + ":smoke", [f"--config.{override}"]
+    )
+    with pytest.raises(UserError, match=field):
+        build_task(config)
+
+
+def test_conditional_generator_and_discriminator_depend_on_the_label():
+    g = Generator(
+        image_size=32,
+        z_dim=8,
+        w_dim=8,
+        num_classes=2,
+        mapping_layers=2,
+        channel_base=128,
+        channel_max=8,
+    )
+    d = Discriminator(
+        image_size=32, num_classes=2, channel_base=128, channel_max=8, mapping_layers=2, cmap_dim=8
+    )
+    z = jnp.ones((2, 8))
+    lb0, lb1 = jnp.zeros((2,), jnp.int32), jnp.ones((2,), jnp.int32)
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    gv = g.init(rngs, z, lb0)
+    x0 = g.apply(gv, z, lb0, rngs={"noise": jax.random.key(2)})
+    x1 = g.apply(gv, z, lb1, rngs={"noise": jax.random.key(2)})
+    assert float(jnp.abs(x0 - x1).mean()) > 1e-4
+    dv = d.init(jax.random.key(3), x0, lb0)
+    assert float(jnp.abs(d.apply(dv, x0, lb0) - d.apply(dv, x0, lb1)).mean()) > 1e-6
+
+
 def test_study_config_adds_a_buildable_stylegan2_generator():
     from jaxsynth.study.generators import generator_config
     from jaxsynth.train.task import build_task

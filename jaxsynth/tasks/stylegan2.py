@@ -77,7 +77,11 @@ class StyleGan2Task:
         self.conditional = self.num_classes > 0
         self.z_dim = int(m.z_dim)
         self.batch = int(config.batch_size)
-        self.num_ws = num_ws(int(config.image_size))
+        try:
+            self.num_ws = num_ws(int(config.image_size))
+            self.groups = ada.parse_groups(str(a.augment))
+        except ValueError as e:  # a bad config value: one line naming the field
+            raise UserError(f"config: {e}") from None
         self.generator = Generator(
             image_size=int(config.image_size),
             z_dim=self.z_dim,
@@ -99,7 +103,6 @@ class StyleGan2Task:
             cmap_dim=int(m.cmap_dim),
         )
         self.s = s
-        self.groups = ada.parse_groups(str(a.augment))
         self.ada = a
         self.truncation_psi = float(s.truncation_psi)
         group = min(int(m.mbstd_group), self.batch)
