@@ -6,6 +6,7 @@ Draws N images from the EMA generator of the latest checkpoint in W and writes
 DDPM runs also take `--sampler ddim|ddpm --steps 50 --eta 0 --guidance 2.0` and, for
 mask-guided models, `--masks DIR` (one PNG nuclei mask per image; non-zero = nucleus).
 pix2pix (`--masks DIR`) and CycleGAN (`--input DIR [--direction ba]`): commands/sample_i2i.py.
+StyleGAN2 runs take `--truncation PSI` (w pulled towards the mean w; 1 = off).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", help="DDPM (mask-guided) / pix2pix: folder of mask PNGs")
     p.add_argument("--input", help="CycleGAN: folder of RGB tiles to translate")
     p.add_argument("--direction", choices=("ab", "ba"), help="CycleGAN: A->B (default) or B->A")
+    p.add_argument("--truncation", type=float, help="StyleGAN2: truncation psi (1 = off)")
     p.set_defaults(func=run, takes_config=False)
 
 
@@ -85,6 +87,10 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         raise UserError(f"--input/--direction: task '{task.name}' does not translate images")
     if not has_sampler(task):
         raise UserError(f"--workdir {args.workdir}: task '{task.name}' cannot sample images")
+    if args.truncation is not None:
+        if not hasattr(task, "with_truncation"):
+            raise UserError(f"--truncation: task '{task.name}' has no truncation")
+        task = task.with_truncation(args.truncation)
     mask_names, masks = (None, None)
     if args.masks:
         from jaxsynth.diffusion.masks import load_masks
@@ -121,6 +127,7 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         "label": args.label,
         "conditional": bool(getattr(task, "conditional", False)),
         "sampler_options": options,
+        "truncation": args.truncation,
         "masks": mask_names[:num] if mask_names else None,
         **(_mask_iou(images, masks[:num]) if masks is not None else {}),
         "config_hash": config_hash(config),
