@@ -74,34 +74,68 @@ def make_task(config: ml_collections.ConfigDict) -> SdFinetuneTask:
     return SdFinetuneTask(config, sd)
 
 
-def _nbytes(tree: Any) -> int:
-    return int(sum(np.dtype(x.dtype).itemsize * x.size for x in jax.tree.leaves(tree)))
+def _nbytes(tree: Any, dtype=None) -> int:
+    return int(
+        sum(
+            np.dtype(dtype or x.dtype).itemsize * int(np.prod(x.shape))
+            for x in jax.tree.leaves(tree)
+        )
+    )
 
 
-def memory_estimate(task: SdFinetuneTask, num_cached: int = 0) -> list[tuple[str, int]]:
-    """Device bytes the run holds, by item (float32 trainable params, Adam, EMA, grads; frozen
-    params as stored; the latent cache). Activations come on top (see `activation_bytes`)."""
-    shapes = jax.eval_shape(task.init, jax.random.PRNGKey(0), {"label": np.zeros((1,), np.int32)})
-    trainable = _nbytes(shapes["unet"].params)
+def memory_rows(
+    unet: Any,
+    vae: Any,
+    text: Any,
+    mode: str,
+    rank: int,
+    targets=lora_lib.ATTENTION_PROJECTIONS,
+    cache_bytes: int = 0,
+) -> list[tuple[str, int]]:
+    """Device bytes a run holds, by item, from parameter trees (arrays or ShapeDtypeStructs):
+    float32 trainable params, their gradients, Adam's two moments and the EMA copy; frozen
+    params in their stored dtype; the latent cache. Activations come on top (`activation_bytes`)."""
+    if mode == "lora":
+        fits = lora_lib.lora_targets(unet, targets).values()
+        trainable = 4 * sum(rank * (fin + fout) for fin, fout in fits)
+        frozen, names = _nbytes(vae) + _nbytes(text) + _nbytes(unet), "VAE, text encoder, U-Net"
+    else:
+        trainable = _nbytes(unet, np.float32)
+        frozen, names = _nbytes(vae) + _nbytes(text), "VAE, text encoder"
     rows = [
         ("trainable params (float32)", trainable),
         ("gradients", trainable),
-        ("Adam moments", _nbytes(shapes["unet"].opt_state)),
-        ("EMA copy", _nbytes(shapes["unet"].ema_params)),
-        ("frozen params (VAE, text encoder" + (", U-Net)" if task.config.sd_ft.mode == "lora" else ")"),
-         _nbytes(shapes["frozen"].params)),  # fmt: skip
+        ("Adam moments", 2 * trainable),
+        ("EMA copy", trainable),
+        (f"frozen params ({names})", frozen),
     ]
-    if num_cached:
-        per = task.latent_hw**2 * task.latent_c * 4 * 2  # mean and std, float32
-        flips = 8 if task.config.sd_ft.cache_flips else 1
-        rows.append(("latent cache", num_cached * flips * per))
+    if cache_bytes:
+        rows.append(("latent cache", cache_bytes))
     return rows
+
+
+def memory_estimate(task: SdFinetuneTask, num_cached: int = 0) -> list[tuple[str, int]]:
+    """`memory_rows` of this task (`num_cached` training tiles in the latent cache)."""
+    s, p = task.config.sd_ft, task.sd.params
+    flips = 8 if s.cache_flips else 1
+    cache = num_cached * flips * task.latent_hw**2 * task.latent_c * 4 * 2  # mean, std float32
+    return memory_rows(
+        p["unet"],
+        p["vae"],
+        p["text_encoder"],
+        s.mode,
+        int(s.lora_rank),
+        tuple(s.lora_targets),
+        cache,
+    )
 
 
 def activation_bytes(task: SdFinetuneTask, state, batch_size: int) -> int | None:
     """XLA's temporary-buffer size for one compiled train step (this backend), or None."""
     batch = {
-        "image": jax.ShapeDtypeStruct((batch_size, task.config.image_size, task.config.image_size, 3), np.float32),
+        "image": jax.ShapeDtypeStruct(
+            (batch_size, task.config.image_size, task.config.image_size, 3), np.float32
+        ),
         "label": jax.ShapeDtypeStruct((batch_size,), np.int32),
     }
     try:
@@ -115,7 +149,9 @@ def format_memory(rows: list[tuple[str, int]]) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"  {name:<{width}}  {b / 2**30:8.3f} GiB" for name, b in rows]
     total = sum(b for _, b in rows)
-    return "\n".join(["memory estimate (per device):", *lines, f"  {'total':<{width}}  {total / 2**30:8.3f} GiB"])
+    return "\n".join(
+        ["memory estimate (per device):", *lines, f"  {'total':<{width}}  {total / 2**30:8.3f} GiB"]
+    )
 
 
 def export(task: SdFinetuneTask, state, out: str | Path) -> Path:
@@ -129,8 +165,12 @@ def export(task: SdFinetuneTask, state, out: str | Path) -> Path:
     s = task.config.sd_ft
     if s.mode == "lora":
         (out / LORA_FILE).write_bytes(msgpack_serialize(trainable["lora"]))
-        meta = {"rank": int(s.lora_rank), "alpha": float(s.lora_alpha), "targets": list(s.lora_targets),
-                "base_model": str(Path(s.model_path).resolve())}  # fmt: skip
+        meta = {
+            "rank": int(s.lora_rank),
+            "alpha": float(s.lora_alpha),
+            "targets": list(s.lora_targets),
+            "base_model": str(Path(s.model_path).resolve()),
+        }
         (out / LORA_META).write_text(json.dumps(meta, indent=2) + "\n")
     else:
         (out / UNET_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -210,7 +210,8 @@ def weight_file(root: str | Path, component: str) -> Path | None:
 
 def build_modules(root: str | Path, dtype=None) -> dict[str, Any]:
     """The Flax U-Net, VAE, CLIP text model and tokenizer of an SD folder, from its configs only
-    (no weights read): {"unet", "vae", "text_encoder", "tokenizer"}. `dtype` is the compute dtype."""
+    (no weights read): {"unet", "vae", "text_encoder", "tokenizer"}; `dtype` is the compute
+    dtype."""
     import jax.numpy as jnp
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
@@ -230,7 +231,9 @@ def build_modules(root: str | Path, dtype=None) -> dict[str, Any]:
         out["tokenizer"] = CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
     except (OSError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{root}: cannot build the SD modules from their configs ({first})") from None
+        raise UserError(
+            f"{root}: cannot build the SD modules from their configs ({first})"
+        ) from None
     return out
 
 

@@ -66,7 +66,9 @@ def sd_betas(scheduler_config: dict) -> np.ndarray:
         return np.linspace(b0**0.5, b1**0.5, t, dtype=np.float64) ** 2
     if kind == "linear":
         return np.linspace(b0, b1, t, dtype=np.float64)
-    raise UserError(f"scheduler config: beta_schedule '{kind}' is not supported (linear, scaled_linear)")
+    raise UserError(
+        f"scheduler config: beta_schedule '{kind}' is not supported (linear, scaled_linear)"
+    )
 
 
 def frozen_state(params: Any) -> ModelState:
@@ -100,7 +102,9 @@ class SdFinetuneTask:
             raise UserError(f"sd_ft.loss_weighting='{s.loss_weighting}': use one of {WEIGHTINGS}")
         f = 2 ** (len(sd.vae.config.block_out_channels) - 1)
         if config.image_size % f:
-            raise UserError(f"image_size={config.image_size}: must be a multiple of the VAE factor {f}")
+            raise UserError(
+                f"image_size={config.image_size}: must be a multiple of the VAE factor {f}"
+            )
         self.config, self.sd = config, sd
         self.num_classes = len(config.data.classes)
         self.schedule: Schedule = schedule_from_betas(sd_betas(sd.scheduler_config))
@@ -131,7 +135,11 @@ class SdFinetuneTask:
         images = np.asarray(images)
         labels = np.asarray(labels, np.int32)
         if self.config.sd_ft.cache_flips:
-            variants = [np.rot90(im, k, axes=(1, 2)) for im in (images, images[:, :, ::-1]) for k in range(4)]
+            variants = [
+                np.rot90(im, k, axes=(1, 2))
+                for im in (images, images[:, :, ::-1])
+                for k in range(4)
+            ]
             images = np.concatenate(variants)
             labels = np.tile(labels, 8)
         enc = jax.jit(self.encode)
@@ -157,7 +165,9 @@ class SdFinetuneTask:
             mean, std = self.cache["mean"][idx], self.cache["std"][idx]
             labels = self.cache["label"][idx]
             sharding = batch_sharding(make_mesh())
-            mean, std, labels = (jax.lax.with_sharding_constraint(a, sharding) for a in (mean, std, labels))
+            mean, std, labels = (
+                jax.lax.with_sharding_constraint(a, sharding) for a in (mean, std, labels)
+            )
         else:
             mean, std = self.encode(state["frozen"].params["vae"], batch["image"])
             labels = batch["label"]
@@ -190,7 +200,9 @@ class SdFinetuneTask:
             return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
 
         if self.config.sd_ft.remat:
-            run = jax.checkpoint(run, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+            run = jax.checkpoint(
+                run, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+            )
 
         def apply_fn(variables, x, t, labels, cond, train, rngs):
             return run(variables, x, t, emb[labels])
@@ -211,11 +223,17 @@ class SdFinetuneTask:
         if self.config.sd_ft.mode == "lora":
             frozen["unet"] = p["unet"]
             k_lora, rng = jax.random.split(rng)
-            trainable = {"lora": lora_lib.init_lora(k_lora, self.lora_targets, int(self.config.sd_ft.lora_rank))}
+            trainable = {
+                "lora": lora_lib.init_lora(
+                    k_lora, self.lora_targets, int(self.config.sd_ft.lora_rank)
+                )
+            }
         else:
             trainable = {"unet": p["unet"]}
         trainable = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), trainable)
-        unet = ModelState.create(trainable, self._optimizer(), ema_decay=float(self.config.sd_ft.ema_decay))
+        unet = ModelState.create(
+            trainable, self._optimizer(), ema_decay=float(self.config.sd_ft.ema_decay)
+        )
         return TrainState.create(rng, {"unet": unet, "frozen": frozen_state(frozen)})
 
     def loss(self, trainable, frozen: dict, latents, labels, rng):
@@ -284,8 +302,12 @@ class SdFinetuneTask:
 
         def body(i, x):  # DDIM, eta = 0
             t = jnp.full((n,), ts[i], jnp.int32)
-            ab_prev = jnp.where(i + 1 < steps, self.schedule.alphas_cumprod[ts[jnp.minimum(i + 1, steps - 1)]], 1.0)
-            x0, eps = predict_x0_and_eps(self.schedule, x, t, model(x, t), self.config.sd_ft.prediction)
+            ab_prev = jnp.where(
+                i + 1 < steps, self.schedule.alphas_cumprod[ts[jnp.minimum(i + 1, steps - 1)]], 1.0
+            )
+            x0, eps = predict_x0_and_eps(
+                self.schedule, x, t, model(x, t), self.config.sd_ft.prediction
+            )
             return jnp.sqrt(ab_prev) * x0 + jnp.sqrt(1.0 - ab_prev) * eps
 
         z = jax.lax.fori_loop(0, steps, body, x) / self.scaling
@@ -303,7 +325,9 @@ class SdFinetuneTask:
         emb = self.prompt_embeddings(frozen["text_encoder"])
         unet = self.unet_params(state, ema)
         total = 0.0
-        for i, t in enumerate(np.linspace(50, self.schedule.num_timesteps - 50, 10).astype(np.int32)):
+        for i, t in enumerate(
+            np.linspace(50, self.schedule.num_timesteps - 50, 10).astype(np.int32)
+        ):
             tt = jnp.full((x0.shape[0],), t, jnp.int32)
             noise = jax.random.normal(jax.random.PRNGKey(i), x0.shape)
             a = self.schedule.sqrt_alphas_cumprod[tt][:, None, None, None]
