@@ -99,7 +99,8 @@ def get_config(arg=None):
     for mod in mods:
         if mod == "full":
             c.sd_ft.mode = "full"
-            c.optim.lr = 1e-5 if variant != "smoke" else 1e-4
+            if variant != "smoke":
+                c.optim.lr = 1e-5  # the usual full fine-tuning rate (LoRA takes 1e-4)
         elif mod == "tumour":
             c.data.train_classes = ("tumour",)
         else:
