@@ -89,6 +89,15 @@ def test_one_step_changes_only_the_trainable_params(mode):
     batch = {"image": jnp.zeros((8, 32, 32, 3)), "label": jnp.zeros((8,), jnp.int32)}
     state = jax.jit(task.init)(jax.random.PRNGKey(0), batch)
     before = jax.device_get(state)
+    # The memory estimate printed before a run is the size of the state it then builds.
+    rows = dict(ft.memory_estimate(task, num_cached=8))
+    nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))  # noqa: E731
+    frozen_row = next(v for k, v in rows.items() if k.startswith("frozen"))
+    assert rows["trainable params (float32)"] == nbytes(before["unet"].params)
+    assert rows["EMA copy"] == nbytes(before["unet"].ema_params)
+    assert 0 <= nbytes(before["unet"].opt_state) - rows["Adam moments"] <= 16  # + step counts
+    assert frozen_row == nbytes(before["frozen"].params)
+    assert rows["latent cache"] == sum(v.nbytes for k, v in task.cache.items() if k != "label")
     new, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
     new = jax.device_get(new)
     assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
@@ -220,3 +229,15 @@ def test_finetuning_on_tumour_tiles_lowers_heldout_denoising_loss(tmp_path):
     after = float(loss(train(cfg, tmp_path / "run", data, task=task).state))
     print(f"held-out tumour eps-MSE: untuned {before:.4f} -> fine-tuned {after:.4f}")
     assert after < 0.8 * before and after < 1.0
+
+
+@pytest.mark.parametrize("flag, needed", [("--lora", "lora.json"), ("--unet", "unet/diffusion")])
+def test_sample_with_a_missing_export_is_one_line_exit_2(tmp_path, capsys, flag, needed):
+    from jaxsynth.cli import main
+
+    args = ["sd", "sample", "--model", str(PIPELINE), "--prompt", "x", "--num", "1",
+            "--out", str(tmp_path / "out"), flag, str(tmp_path / "nope")]  # fmt: skip
+    assert main(args) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("jaxsynth: error")]
+    assert len(err) == 1 and f"{flag} {tmp_path / 'nope'}: no {needed}" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     check_model_folder(args.model)
+    for flag, folder, needed in (("--unet", args.unet, "unet/diffusion_flax_model.msgpack"),
+                                 ("--lora", args.lora, "lora.json")):  # fmt: skip
+        if folder and not (Path(folder) / needed).is_file():
+            raise UserError(f"{flag} {folder}: no {needed} (an export of `jaxsynth sd finetune`)")
 
     import jax
     import numpy as np
