@@ -220,7 +220,7 @@ def _copy_without_weights(tiny_model: Path, dst: Path, torch_files: bool) -> Pat
         for comp, name in (("unet", "diffusion_pytorch_model.bin"),
                            ("vae", "diffusion_pytorch_model.bin"),
                            ("text_encoder", "pytorch_model.bin")):  # fmt: skip
-            (dst / comp / name).write_bytes(b"not read: the check comes first")
+            (dst / comp / name).write_bytes(b"not a checkpoint: the header check fails first")
     return dst
 
 
@@ -235,7 +235,7 @@ def _set_class(tiny_model: Path, dst: Path, class_name: str) -> Path:
     "case, extra, expect",
     [
         ("missing", [], "folder not found"),
-        ("torch_only", [], "torch is not installed"),
+        ("torch_only", [], "diffusion_pytorch_model.bin: not a PyTorch checkpoint"),
         ("no_weights", [], "unet/ has neither Flax weights"),
         ("pytorch_class", [], "'StableDiffusion3Pipeline' is a PyTorch-only pipeline"),
         ("img2img_class", [], "not a text-to-image Stable Diffusion pipeline"),
@@ -246,10 +246,7 @@ def _set_class(tiny_model: Path, dst: Path, class_name: str) -> Path:
         ("ok", ["--seed", "-1"], "--seed -1"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(
-    tiny_model, tmp_path, capsys, monkeypatch, case, extra, expect
-):
-    monkeypatch.setattr(sdp, "_torch_importable", lambda: False)
+def test_bad_input_is_one_line_exit_2(tiny_model, tmp_path, capsys, case, extra, expect):
     model = {
         "missing": lambda: tmp_path / "nope",
         "torch_only": lambda: _copy_without_weights(tiny_model, tmp_path / "pt", True),

@@ -17,7 +17,7 @@ from jaxsynth.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sd", help="Stable Diffusion (diffusers Flax pipeline) sampling")
+    p = subparsers.add_parser("sd", help="Stable Diffusion: sample, fine-tune (full or LoRA)")
     sd_sub = p.add_subparsers(dest="sd_command", metavar="SD_COMMAND")
     sd_sub.required = True
     s = sd_sub.add_parser("sample", help="draw images from a local SD folder")
@@ -37,7 +37,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_argument("--unet", help="fine-tuned U-Net (export folder of `jaxsynth sd finetune`)")
+    s.add_argument("--lora", help="LoRA adapters to merge (export folder of `sd finetune`)")
     s.set_defaults(func=run, takes_config=False)
+    f = sd_sub.add_parser("finetune", help="fine-tune SD's U-Net (full or LoRA) on the tiles")
+    f.add_argument("--config", help="config file, e.g. configs/sd_finetune.py:smoke")
+    f.add_argument("--workdir", required=True, help="run directory (checkpoints, export/)")
+    f.set_defaults(func=_finetune, takes_config=True)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    """`jaxsynth sd finetune`: `jaxsynth train` plus the latent cache, the memory estimate
+    printed before the run, and the export (`<workdir>/export`) for `sd sample --unet/--lora`."""
+    from jaxsynth import xla_flags
+
+    xla_flags.apply()
+    from jaxsynth.commands.train import resolve_config, training_data_first_on_process_0
+    from jaxsynth.sd import finetune as ft
+    from jaxsynth.train.loop import train
+
+    config = resolve_config(args)
+    task = ft.make_task(config)
+    data = training_data_first_on_process_0(config, args.workdir)
+    n = len(data.arrays["image"]) if config.sd_ft.cache_latents else 0
+    print(ft.format_memory(ft.memory_estimate(task, n)), flush=True)
+    task.prepare(data.arrays["image"], data.arrays["label"])
+    result = train(config, args.workdir, data, task=task)
+    out = ft.export(task, result.state, Path(args.workdir) / "export")
+    print(f"done: step {result.step}; exported to {out.resolve()}")
+    return 0
 
 
 def _jaxsynth_version() -> str:
@@ -66,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     check_model_folder(args.model)
+    for flag, folder, needed in (("--unet", args.unet, "unet/diffusion_flax_model.msgpack"),
+                                 ("--lora", args.lora, "lora.json")):  # fmt: skip
+        if folder and not (Path(folder) / needed).is_file():
+            raise UserError(f"{flag} {folder}: no {needed} (an export of `jaxsynth sd finetune`)")
 
     import jax
     import numpy as np
@@ -105,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         on_batch=save,
         stats=stats,
+        unet_dir=args.unet,
+        lora_dir=args.lora,
     )
     np.savez_compressed(out / "samples.npz", images=images)
     import diffusers
@@ -112,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     sidecar = {
         "model": "stable_diffusion",
         "model_path": str(Path(args.model).resolve()),
+        "unet": str(Path(args.unet).resolve()) if args.unet else None,
+        "lora": str(Path(args.lora).resolve()) if args.lora else None,
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "seed": args.seed,

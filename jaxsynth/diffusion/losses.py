@@ -59,16 +59,22 @@ def diffusion_loss(
     snr_gamma: float = 5.0,
     label_dropout: float = 0.0,
     num_classes: int = 0,
+    offset_noise: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean weighted MSE between the network output and its target, over a global batch.
 
     `x0` is (B, H, W, C) in [-1, 1]; `labels` int (B,) or None; `cond` (B, H, W, k) or None.
+    `offset_noise` adds a per-example, per-channel constant ~ N(0, offset_noise^2) to the noise
+    (Guttenberg 2023), so the model also learns to shift an image's mean brightness/colour.
     Returns (loss, metrics) where metrics also holds the unweighted MSE.
     """
     t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
     b = x0.shape[0]
     t = jax.random.randint(t_rng, (b,), 0, schedule.num_timesteps)
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+    if offset_noise > 0.0:
+        shift = jax.random.normal(jax.random.fold_in(noise_rng, 1), (b, 1, 1, x0.shape[-1]))
+        noise = noise + offset_noise * shift.astype(x0.dtype)
     x_t = q_sample(schedule, x0, t, noise)
     if labels is not None and num_classes > 0:
         labels = drop_labels(labels, drop_rng, label_dropout, num_classes)

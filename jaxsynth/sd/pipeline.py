@@ -2,8 +2,8 @@
 
 Why this shape:
 - Weights come from a local diffusers folder only (`local_files_only=True`); nothing is
-  downloaded at run time. Flax weights load directly; PyTorch `.bin` weights are converted with
-  `from_pt=True` when torch is importable.
+  downloaded at run time. Flax weights load directly; PyTorch `.safetensors` / `.bin` weights are
+  mapped onto the Flax modules without torch (`jaxsynth.sd.weights`).
 - diffusers' Flax SD pipeline is only end-to-end compiled through its `jit=True` path, which is a
   `pmap` over the local devices (the one place jaxsynth uses pmap). Params are replicated once
   and the same compiled sampler is reused for every batch: all batches have the same shapes
@@ -44,9 +44,9 @@ _FLAX_WEIGHTS = {
     "text_encoder": "flax_model.msgpack",
 }
 _TORCH_WEIGHTS = {
-    "unet": ("diffusion_pytorch_model.bin",),
-    "vae": ("diffusion_pytorch_model.bin",),
-    "text_encoder": ("pytorch_model.bin", "model.safetensors"),
+    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "text_encoder": ("model.safetensors", "pytorch_model.bin"),
 }
 
 
@@ -61,16 +61,11 @@ def quiet_hf_logging() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _torch_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
 def check_model_folder(model_path: str | Path) -> bool:
     """Validate a local SD folder before loading; returns True if it needs `from_pt` conversion.
 
-    Raises `UserError` naming the file or field at fault. Cheap: no weights are read.
+    Raises `UserError` naming the file or field at fault. Cheap: only PyTorch files' headers
+    are read (they are mapped onto the Flax modules without torch, `jaxsynth.sd.weights`).
     """
     require_extra("sd", "Stable Diffusion")
     root = Path(model_path)
@@ -124,11 +119,11 @@ def check_model_folder(model_path: str | Path) -> bool:
             f"--model {root}: only {', '.join(needs_conversion)} lack Flax weights; a folder must "
             "be all-Flax or all-PyTorch"
         )
-    if needs_conversion and not _torch_importable():
-        raise UserError(
-            f"--model {root}: no Flax weights (only PyTorch ones) and torch is not installed to "
-            "convert them; get the Flax weights (docs/stable_diffusion.md) or install torch"
-        )
+    if needs_conversion:
+        from jaxsynth.sd.weights import check_weights_header, weight_file
+
+        for component in needs_conversion:
+            check_weights_header(weight_file(root, component))
     return bool(needs_conversion)
 
 
@@ -239,8 +234,13 @@ def load_pipeline(
     scheduler: str = "ddim",
     dtype: str = "float32",
     reuse: bool = True,
+    unet_dir: str | None = None,
+    lora_dir: str | None = None,
 ) -> LoadedPipeline:
     """Load `model_path` (local diffusers SD folder) once and replicate its params on all devices.
+
+    `unet_dir` / `lora_dir` (exports of `jaxsynth sd finetune`, see `jaxsynth.sd.finetune`)
+    replace the U-Net with a fine-tuned one / merge LoRA adapters into it.
 
     `dtype` is the compute and parameter dtype of the UNet, VAE and text encoder ("bfloat16"
     halves memory and is the usual choice on GPU/TPU; the scheduler always stays float32).
@@ -256,7 +256,12 @@ def load_pipeline(
         raise UserError(f"--dtype {dtype}: unknown (choose from {', '.join(DTYPES)})")
     from_pt = check_model_folder(model_path)
     root = Path(model_path).resolve()
+    extra = tuple(
+        (str(Path(d).resolve()), _folder_fingerprint(Path(d))) if d else None
+        for d in (unet_dir, lora_dir)
+    )
     key = (str(root), _folder_fingerprint(root), scheduler, dtype, tuple(jax.local_devices()))
+    key = key + extra
     if reuse and _LAST_LOADED.get("key") == key:
         return _LAST_LOADED["loaded"]
     if reuse:
@@ -266,22 +271,35 @@ def load_pipeline(
 
     sched, sched_state = make_scheduler(model_path, scheduler)
     jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    try:
-        # The folder's own scheduler is loaded and then replaced: passing ours here fails in
-        # diffusers' class check when model_index.json names a PyTorch scheduler class.
-        pipe, params = FlaxStableDiffusionPipeline.from_pretrained(
-            str(model_path),
-            safety_checker=None,
-            feature_extractor=None,
-            local_files_only=True,
-            from_pt=from_pt,
-            dtype=jdtype,
-        )
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"--model {model_path}: cannot load the pipeline ({first})") from None
+    if from_pt:  # PyTorch files: our torch-free mapping onto modules built from the configs
+        from jaxsynth.sd.weights import build_modules, load_sd_params
+
+        modules, params = load_sd_params(model_path, build_modules(model_path, jdtype))
+        pipe = FlaxStableDiffusionPipeline(
+            vae=modules["vae"], text_encoder=modules["text_encoder"],
+            tokenizer=modules["tokenizer"], unet=modules["unet"], scheduler=sched,
+            safety_checker=None, feature_extractor=None,
+        )  # fmt: skip
+    else:
+        try:
+            # The folder's own scheduler is loaded and then replaced: passing ours here fails in
+            # diffusers' class check when model_index.json names a PyTorch scheduler class.
+            pipe, params = FlaxStableDiffusionPipeline.from_pretrained(
+                str(model_path),
+                safety_checker=None,
+                feature_extractor=None,
+                local_files_only=True,
+                dtype=jdtype,
+            )
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"--model {model_path}: cannot load the pipeline ({first})") from None
     pipe.register_modules(scheduler=sched)  # before any call: the pmap cache keys on `pipe`
     params = {k: v for k, v in params.items() if k in ("unet", "vae", "text_encoder")}
+    if unet_dir or lora_dir:
+        from jaxsynth.sd.finetune import unet_override
+
+        params["unet"] = unet_override(params["unet"], unet_dir, lora_dir)
     params = _cast_floats(params, np.dtype(jdtype))
     params["scheduler"] = sched_state
     devices = list(jax.local_devices())
@@ -512,6 +530,8 @@ def sample_images(
     loaded: LoadedPipeline | None = None,
     on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
     stats: dict | None = None,
+    unet_dir: str | None = None,
+    lora_dir: str | None = None,
 ) -> np.ndarray:
     """Draw `num` images; returns uint8 (num, out_size, out_size, 3).
 
@@ -533,7 +553,9 @@ def sample_images(
     )
     t_load = time.perf_counter()
     if loaded is None:
-        loaded = load_pipeline(model_path, scheduler=scheduler, dtype=dtype)
+        loaded = load_pipeline(
+            model_path, scheduler=scheduler, dtype=dtype, unet_dir=unet_dir, lora_dir=lora_dir
+        )
     elif loaded.scheduler != scheduler:
         raise ValueError(f"loaded pipeline uses {loaded.scheduler!r}, asked for {scheduler!r}")
     load_s = time.perf_counter() - t_load
