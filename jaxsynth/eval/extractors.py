@@ -105,7 +105,9 @@ class SslExtractor:
         self.model = SslEncoder(widths=widths, proj_dim=int(meta.get("proj_dim", 128)))
         size = int(meta["image_size"])
         want = jax.eval_shape(
-            self.model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+            self.model.init,
+            jax.random.key(0),
+            jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
         )["params"]
         if jax.tree.structure(want) != jax.tree.structure(params) or any(
             a.shape != b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params))

@@ -39,7 +39,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # timm names the size in the architecture; the head count is not in the state dict.
-_TIMM_HEADS = {"tiny": 3, "small": 6, "base": 12, "large": 16, "huge": 16, "giant": 24, "gigantic": 16}
+_TIMM_HEADS = {
+    "tiny": 3,
+    "small": 6,
+    "base": 12,
+    "large": 16,
+    "huge": 16,
+    "giant": 24,
+    "gigantic": 16,
+}
 _SAFETENSORS_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
     "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -125,7 +133,9 @@ def _read_weights(folder: Path) -> tuple[dict[str, np.ndarray], Path]:
 def _read_json(path: Path, required: bool) -> dict:
     if not path.is_file():
         if required:
-            raise UserError(f"{path}: missing (the model's config.json must sit beside its weights)")
+            raise UserError(
+                f"{path}: missing (the model's config.json must sit beside its weights)"
+            )
         return {}
     try:
         return json.loads(path.read_text())
@@ -279,7 +289,9 @@ def _timm_params(sd: dict, cfg: dict, path: Path) -> tuple[VitSpec, dict, str]:
     if not arch.startswith("vit_"):
         raise UserError(f"{path.parent / 'config.json'}: unknown layout architecture={arch!r}")
     sd = _strip_prefix(sd, "patch_embed.proj.weight", path)
-    unsupported = [k for k in sd if ".q_norm." in k or ".attn.norm." in k or k.startswith("fc_norm")]
+    unsupported = [
+        k for k in sd if ".q_norm." in k or ".attn.norm." in k or k.startswith("fc_norm")
+    ]
     if unsupported or "norm.weight" not in sd:
         raise UserError(f"{path}: unknown layout (timm ViT variant with {unsupported[:1]})")
     depth = _depth(sd, r"blocks\.(\d+)\.")
