@@ -95,14 +95,15 @@ def test_nt_xent_matches_numpy():
 
 def test_augment_is_keyed_and_in_range():
     x = jnp.asarray(_imgs(3, 4, 16), jnp.float32) / 127.5 - 1
-    a = augment(jax.random.key(0), x, 0.5, 0.15)
-    b = augment(jax.random.key(0), x, 0.5, 0.15)
-    c = augment(jax.random.key(1), x, 0.5, 0.15)
+    aug = jax.jit(augment)
+    a = aug(jax.random.key(0), x, 0.5, 0.15)
+    b = aug(jax.random.key(0), x, 0.5, 0.15)
+    c = aug(jax.random.key(1), x, 0.5, 0.15)
     assert a.shape == x.shape and float(jnp.abs(a).max()) <= 1.0
     np.testing.assert_array_equal(a, b)
     assert float(jnp.abs(a - c).mean()) > 0.05
     # min_scale=1, no jitter: only flips/rotations, so the pixel multiset is preserved.
-    d = augment(jax.random.key(2), x, 1.0, 0.0)
+    d = aug(jax.random.key(2), x, 1.0, 0.0)
     np.testing.assert_allclose(
         np.sort(np.asarray(d).ravel()), np.sort(np.asarray(x).ravel()), atol=1e-5
     )
@@ -150,3 +151,17 @@ def test_phantom_without_fibres_changes_only_stroma_texture():
     # Same stain: mean colour within 3 grey levels; texture (local variance) lower without fibres.
     assert np.abs(with_f.mean((0, 1)) - without.mean((0, 1))).max() < 3.0
     np.testing.assert_array_equal(render_tile(seed, 0, 32)[0], with_f)  # default unchanged
+
+
+@pytest.mark.slow  # trains the SimCLR encoder (400 steps) and the domain CNN: minutes on 2 cores
+def test_ssl_space_sees_missing_fibres_where_domain_cnn_does_not(tmp_path):
+    from jaxsynth.study.feature_spaces import missing_component_check
+
+    fd = missing_component_check(cache_root=tmp_path, stream=open("/dev/null", "w"))
+    ssl, dom = fd["ssl"], fd["domain"]
+    # Ranking in the self-supervised space: real < tiles without fibres < noise, with the
+    # missing component well clear of real-vs-real sampling noise.
+    assert ssl["real"] < ssl["no_fibres"] < ssl["noise"]
+    assert ssl["no_fibres"] > 3 * ssl["real"]
+    # The domain CNN barely moves (relative to its own real-vs-real baseline).
+    assert dom["no_fibres"] / dom["real"] < ssl["no_fibres"] / ssl["real"] / 2
