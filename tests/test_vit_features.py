@@ -70,6 +70,21 @@ def test_safetensors_reader_matches_library():
         np.testing.assert_array_equal(ours[k], ref[k])
 
 
+def test_safetensors_bf16_and_bad_header(tmp_path):
+    import ml_dtypes
+
+    vals = np.array([[1.5, -2.25], [3e-3, 7.0]], np.float32).astype(ml_dtypes.bfloat16)
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}})
+    raw = len(header).to_bytes(8, "little") + header.encode() + vals.tobytes()
+    (tmp_path / "a.safetensors").write_bytes(raw)
+    got = read_safetensors(tmp_path / "a.safetensors")["w"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, vals.astype(np.float32))
+    (tmp_path / "b.safetensors").write_bytes(b"\x05" + b"\0" * 7 + b"nope!")
+    with pytest.raises(UserError, match="b.safetensors: not a safetensors file"):
+        read_safetensors(tmp_path / "b.safetensors")
+
+
 def test_loads_with_torch_blocked():
     """Both file formats load in a process where `import torch` fails."""
     code = (

@@ -197,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     if args.extractor:
         from jaxsynth.eval import extractors as ex
 
+        if args.inception_weights:
+            raise UserError("--inception-weights with --extractor: use --extractor inception:PATH")
+
         specs = ex.name_specs([ex.parse_extractor(t) for t in args.extractor])
         spaces = {
             s.name: ex.build_extractor(
