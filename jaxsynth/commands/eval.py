@@ -8,6 +8,11 @@ such files are skipped, never fatal).
 Without `--inception-weights`, FID is not computed (`"fid": null`) and KID / PRDC /
 memorisation use downsampled pixels as features; `feature_extractor` and one stderr line say so,
 so those numbers are never mistaken for Inception-based ones.
+
+With `--extractor KIND[:PATH]` (repeatable: `inception:PATH`, `hf-vit:DIR`, `timm-vit:DIR`,
+`ssl:DIR`, `pixels`) FD / KID / PRDC are computed in each named space instead, under the keys
+`fd_<name>`, `kid_<name>`, `prdc_<name>` (see `jaxsynth.eval.spaces`); memorisation then uses
+the first extractor's space. docs/feature_spaces.md lists the supported encoders.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ",memorization when --train is given)",
     )
     p.add_argument("--inception-weights", help="local path to pytorch-fid's pt_inception-*.pth")
+    p.add_argument(
+        "--extractor",
+        action="append",
+        default=[],
+        help="feature space KIND[:PATH], repeatable: inception:PTH, hf-vit:DIR, timm-vit:DIR, "
+        "ssl:DIR, pixels (keys fd_/kid_/prdc_<kind>)",
+    )
+    p.add_argument("--vit-pool", default="cls", help="ViT feature: cls, mean or cls+mean")
     p.add_argument("--cache-dir", help="where converted weights / real-set statistics are cached")
     p.add_argument("--image-size", type=int, help="resize every image to N x N (default: keep)")
     p.add_argument("--json", dest="json_out", help="also write the JSON object to this file")
@@ -183,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train:
         train, _, t_resized = load_folder(args.train, "train", size, skipped)
 
-    extractor, note = None, ""
+    extractor, note, spaces = None, "", None
     if wanted & {"fid", "kid", "prdc", "memorization"}:
         for what, images in (("real", real), ("fake", fake)):
             if len(images) < 2:  # KID/FID/PRDC are set statistics
@@ -191,6 +204,27 @@ def run(args: argparse.Namespace) -> int:
                     f"--{what} {getattr(args, what)}: {len(images)} decodable image; FID/KID/"
                     f"PRDC need at least 2 per set (--metrics ssim,psnr compares single images)"
                 )
+    extractor, note, spaces = None, "", None
+    if args.extractor:
+        from jaxsynth.eval import extractors as ex
+
+        if args.inception_weights:
+            raise UserError("--inception-weights with --extractor: use --extractor inception:PATH")
+
+        specs = ex.name_specs([ex.parse_extractor(t) for t in args.extractor])
+        spaces = {
+            s.name: ex.build_extractor(
+                s,
+                cache_dir=args.cache_dir,
+                batch_size=args.batch_size,
+                pool=args.vit_pool,
+                log=True,
+            )
+            for s in specs
+        }
+        extractor = next(iter(spaces.values()))  # memorisation's feature space
+        note = f"memorisation in {specs[0].name} features"
+    elif wanted & {"fid", "kid", "prdc", "memorization"}:
         if args.inception_weights:
             from jaxsynth.eval.features import InceptionExtractor
 
@@ -208,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         real,
         fake,
         fake_names,
-        wanted,
+        wanted - {"fid", "kid", "prdc"} if spaces else wanted,
         train=train,
         extractor=extractor,
         extractor_note=note,
@@ -219,6 +253,23 @@ def run(args: argparse.Namespace) -> int:
         grid=args.grid,
         seed=args.seed,
     )
+    if spaces:
+        from jaxsynth.eval.spaces import metrics_in_spaces
+
+        per_space = {"fd" for m in wanted if m == "fid"} | (wanted & {"kid", "prdc"})
+        result.update(
+            metrics_in_spaces(
+                real,
+                fake,
+                spaces,
+                metrics=per_space,
+                cache_dir=args.cache_dir,
+                kid_subset_size=args.kid_subset_size,
+                kid_subsets=args.kid_subsets,
+                prdc_k=args.prdc_k,
+                seed=args.seed,
+            )
+        )
     result["counts"] = {
         "real": len(real),
         "fake": len(fake),

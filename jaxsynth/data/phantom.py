@@ -232,6 +232,7 @@ def render_tile(
     image_size: int,
     difficulty: float = DEFAULT_DIFFICULTY,
     protocol: StainProtocol | None = None,
+    fibres: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one SIMULATED H&E tile: (image uint8 (S, S, 3), nuclei mask uint8 (S, S)).
 
@@ -240,6 +241,8 @@ def render_tile(
     so the same seed at two sizes shows the same tissue; only pixel noise differs. `protocol`
     (default: `jaxsynth.data.stain.PROTOCOL_A`) sets only the optics, so the same seed under two
     protocols is the same tissue (identical mask) in two stainings.
+    `fibres=False` renders the stroma as flat eosin without its collagen fibres (everything else
+    identical): a tile "missing a tissue component", to test what a feature space can see.
     """
     protocol = PROTOCOL_A if protocol is None else protocol
     _check_args(label, image_size, difficulty)
@@ -358,11 +361,14 @@ def render_tile(
     freq = r_field.uniform(11.0, 17.0)
     along = xx * np.cos(fibre_angle) + yy * np.sin(fibre_angle)
     warp = 2.2 * _noise(r_field, 3, res) + 0.7 * _noise(r_field, 10, res)
-    fibres = ((1.0 + np.cos(2 * np.pi * freq * along + warp)) / 2) ** 6
+    fibres_1 = ((1.0 + np.cos(2 * np.pi * freq * along + warp)) / 2) ** 6
     fibres2 = ((1.0 + np.cos(2 * np.pi * 0.55 * freq * along + 1.7 * warp + 1.3)) / 2) ** 4
     breakup = np.clip(0.6 + 0.5 * _noise(r_field, 9, res), 0.0, 1.0)  # fibres fade in and out
     stroma = 1.0 - cellular
-    collagen = 0.20 + breakup * (0.30 * fibres + 0.14 * fibres2)
+    if fibres:
+        collagen = 0.20 + breakup * (0.30 * fibres_1 + 0.14 * fibres2)
+    else:  # same mean optical density, no fibre texture
+        collagen = 0.20 + np.mean(breakup * (0.30 * fibres_1 + 0.14 * fibres2))
     od_e_stroma = stroma * collagen * (1 + 0.12 * _noise(r_field, 6, res))
 
     # --- cytoplasm: a rim around the nuclei whose width sets the nucleus:cytoplasm ratio ---
