@@ -15,12 +15,15 @@ epochs of the 1,100 training tiles at batch 1 as CycleGAN = 198,000 steps, 256 p
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
+
+VARIANTS = Variants(("smoke", "paper"), modifiers=("unet",))
 
 
 def get_config(arg=None):
-    parts = [p for p in (arg or "").split(",") if p]
+    variant, mods = VARIANTS.parse(arg)
+    parts = ([variant] if variant else []) + mods
     c = base_config()
     c.task = "jaxsynth.tasks.cyclegan:make_task"
     c.image_size = 64
@@ -100,6 +103,4 @@ def get_config(arg=None):
             c.model.d_num_down = 3
         elif p == "unet":
             c.model.generator = "unet"
-        else:
-            raise ValueError(f"unknown variant '{p}' (smoke | paper | unet, comma-separated)")
     return c

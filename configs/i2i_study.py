@@ -9,32 +9,26 @@ so no held-out mask is ever used; the study's memorisation filter and quality sc
 for every generator. Variants: default (32 px, CPU-sized), `:smoke` (16 px, seconds).
 """
 
-import importlib.util
-from pathlib import Path
+from jaxsynth.configs import pix2pix, rare_tumour
 
-_HERE = Path(__file__).resolve().parent
+from jaxsynth.config import Variants
+from jaxsynth.study.generators import study_generator
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"jaxsynth_config_{name}", _HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+VARIANTS = Variants(("smoke",))
 
 
 def get_config(arg=None):
-    if arg not in (None, "smoke"):
-        raise ValueError(f"unknown variant '{arg}' (smoke)")
-    study = _load("rare_tumour")
-    c = study.get_config(arg)
-    if arg == "smoke":
-        c.gen.pix2pix = study._gen("pix2pix:smoke", num_steps=4, batch_size=4)
+    variant, _ = VARIANTS.parse(arg)
+    c = rare_tumour.get_config(variant)
+    if variant == "smoke":
+        g = pix2pix.get_config("smoke")
+        g.num_steps, g.batch_size = 4, 4
     else:
-        c.gen.pix2pix = study._gen(
-            "pix2pix",
-            num_steps=1500,
-            batch_size=8,
-            overrides=("model.num_downs=4", "train.sample_every=0", "pix2pix.mask_bank=80"),
-        )
+        g = pix2pix.get_config()
+        g.num_steps, g.batch_size = 1500, 8
+        g.model.num_downs = 4
+        g.train.sample_every = 0
+        g.pix2pix.mask_bank = 80
+    c.gen.pix2pix = study_generator(g)
     c.generators = (*c.generators, "pix2pix")
     return c

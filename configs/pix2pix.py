@@ -13,11 +13,14 @@ fallback is used), `:phantom32` (the 32-px CPU quality check).
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
+
+VARIANTS = Variants(("smoke", "paper", "phantom32"))
 
 
 def get_config(arg=None):
+    arg, _ = VARIANTS.parse(arg)
     c = base_config()
     c.task = "jaxsynth.tasks.pix2pix:make_task"
     c.image_size = 64
@@ -106,6 +109,4 @@ def get_config(arg=None):
         c.image_size = 32
         c.model.num_downs = 4
         return c
-    if arg is not None:
-        raise ValueError(f"unknown variant '{arg}' (smoke | paper | phantom32)")
     return c

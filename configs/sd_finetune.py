@@ -10,15 +10,14 @@ tumour class only, as the study's `sd_ft` generator does).
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
+
+VARIANTS = Variants(("smoke", "paper"), modifiers=("full", "tumour"))
 
 
 def get_config(arg=None):
-    parts = [p for p in (arg or "").split(",") if p]
-    variants = ("smoke", "paper")
-    variant = next((p for p in parts if p in variants), None)
-    mods = [p for p in parts if p not in variants]
+    variant, mods = VARIANTS.parse(arg)
     c = base_config()
     c.task = "jaxsynth.sd.finetune:make_task"
     c.image_size = 256
@@ -103,6 +102,4 @@ def get_config(arg=None):
                 c.optim.lr = 1e-5  # the usual full fine-tuning rate (LoRA takes 1e-4)
         elif mod == "tumour":
             c.data.train_classes = ("tumour",)
-        else:
-            raise ValueError(f"unknown variant '{mod}' (smoke | paper, then full | tumour)")
     return c

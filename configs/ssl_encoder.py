@@ -8,11 +8,14 @@ caches one per dataset). Variants: default (64 px, ~4 minutes on 2 CPU cores), `
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
+
+VARIANTS = Variants(("smoke", "phantom"))
 
 
 def get_config(arg=None):
+    arg, _ = VARIANTS.parse(arg)
     c = base_config()
     c.task = "jaxsynth.tasks.ssl:make_task"
     c.image_size = 64
@@ -50,6 +53,4 @@ def get_config(arg=None):
         c.num_steps = 400
         c.checkpoint_every = 400
         c.ssl.widths = (16, 32, 64)
-    elif arg:
-        raise ValueError(f"ssl_encoder: unknown variant {arg!r} (smoke, phantom)")
     return c

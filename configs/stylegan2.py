@@ -16,7 +16,7 @@ conditional (label-embedding) model.
 
 import ml_collections
 
-from jaxsynth.config import base_config
+from jaxsynth.config import Variants, base_config
 from jaxsynth.train.defaults import engine_config
 
 
@@ -27,7 +27,11 @@ def _split(train, val, test):
     return s
 
 
+VARIANTS = Variants(("smoke", "study32", "study64", "paper"))
+
+
 def get_config(arg=None):
+    arg, _ = VARIANTS.parse(arg)
     c = base_config()
     c.task = "jaxsynth.tasks.stylegan2:make_task"
     c.image_size = 64
@@ -129,6 +133,4 @@ def get_config(arg=None):
         c.stylegan.ema_rampup = 0.0
         c.train.sample_every = 5000
         return c
-    if arg is not None:
-        raise ValueError(f"unknown variant '{arg}' (smoke | study32 | study64 | paper)")
     return c

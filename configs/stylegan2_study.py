@@ -11,38 +11,32 @@ Variants: default (32 px), `:smoke` (tiny, 32 px: StyleGAN2 needs ≥ 32 px), `:
 study's 128 px with the paper256 generator settings; a GPU/TPU host).
 """
 
-import importlib.util
-from pathlib import Path
+from jaxsynth.configs import rare_tumour, stylegan2
 
-_HERE = Path(__file__).resolve().parent
+from jaxsynth.config import Variants
+from jaxsynth.study.generators import study_generator
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"jaxsynth_config_{name}", _HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+VARIANTS = Variants(("smoke", "paper"))
 
 
 def get_config(arg=None):
-    if arg not in (None, "smoke", "paper"):
-        raise ValueError(f"unknown variant '{arg}' (smoke | paper)")
-    study = _load("rare_tumour")
-    c = study.get_config(arg)
-    quiet = ("train.sample_every=250", "train.log_every=50", "ada.kimg=100.0")
-    if arg == "smoke":
+    variant, _ = VARIANTS.parse(arg)
+    c = rare_tumour.get_config(variant)
+    if variant == "smoke":
         c.image_size = 32
-        c.gen.stylegan2 = study._gen("stylegan2:smoke", num_steps=4, batch_size=8)
-    elif arg == "paper":
-        c.gen.stylegan2 = study._gen("stylegan2:paper", num_steps=390625, batch_size=64)
+        g = stylegan2.get_config("smoke")
+        g.num_steps, g.batch_size = 4, 8
+    elif variant == "paper":
+        g = stylegan2.get_config("paper")
+        g.num_steps, g.batch_size = 390625, 64
     else:
         # 32 px, ~the DCGAN's wall time in the default study (see docs/stylegan2.md)
-        r1_gamma = 0.0002 * 32**2 / 32
-        c.gen.stylegan2 = study._gen(
-            "stylegan2",
-            num_steps=1000,
-            batch_size=32,
-            overrides=quiet + (f"stylegan.r1_gamma={r1_gamma}",),
-        )
+        g = stylegan2.get_config()
+        g.num_steps, g.batch_size = 1000, 32
+        g.train.sample_every = 250
+        g.train.log_every = 50
+        g.ada.kimg = 100.0
+        g.stylegan.r1_gamma = 0.0002 * 32**2 / 32
+    c.gen.stylegan2 = study_generator(g)
     c.generators = ("stylegan2",)
     return c

@@ -52,8 +52,8 @@ def _ci(v: np.ndarray) -> list[float]:
 
 
 def main(argv=None) -> int:
+    from jaxsynth.data.phantom import render_ids
     from jaxsynth.data.split import load_or_build_split
-    from jaxsynth.data.stain import render_ids
     from jaxsynth.eval.classification import choose_threshold, resample_indices
     from jaxsynth.tasks.classify import fit_classifier, predict_proba
     from jaxsynth.train.checkpoint import load_trained

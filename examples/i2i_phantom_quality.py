@@ -139,7 +139,7 @@ def pix2pix_quality(run: str, out: Path, weights: str | None) -> dict:
 
 
 def cyclegan_quality(run: str, out: Path, weights: str | None) -> dict:
-    from jaxsynth.data.stain import render_ids
+    from jaxsynth.data.phantom import render_ids
     from jaxsynth.eval.stain_metrics import stain_distance
 
     task, state, config, step, split = _load(run)

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def main(argv=None) -> int:
-    from jaxsynth.data.stain import render_pairs
+    from jaxsynth.data.phantom import render_pairs
     from jaxsynth.diffusion.segmentation import mask_guided_iou
     from jaxsynth.eval.image_metrics import psnr, ssim
     from jaxsynth.eval.stain_metrics import stain_distance

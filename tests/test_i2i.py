@@ -131,14 +131,14 @@ def _smoke(name: str, steps: int):
 
 
 def _pix2pix_data(n=12, size=16):
-    from jaxsynth.data.stain import render_pairs
+    from jaxsynth.data.phantom import render_pairs
 
     pairs = render_pairs(seed=1, indices=range(n), image_size=size)
     return TrainData({"image": pairs["a"], "label": pairs["label"], "mask": pairs["mask"]})
 
 
 def _cyclegan_data(config, n=8):
-    from jaxsynth.data.stain import render_pairs
+    from jaxsynth.data.phantom import render_pairs
 
     pairs = render_pairs(seed=1, indices=range(n), image_size=config.image_size)
     data = TrainData({"image": pairs["a"], "label": pairs["label"]})

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2hed
 
-from jaxsynth.data.phantom import render_tile, tile_seed
-from jaxsynth.data.stain import PROTOCOL_A, PROTOCOL_B, parse_phantom_id, render_ids, render_pairs
+from jaxsynth.data.phantom import render_ids, render_pairs, render_tile, tile_seed
+from jaxsynth.data.stain import PROTOCOL_A, PROTOCOL_B, parse_phantom_id
 from jaxsynth.errors import UserError
 
 # sha256 of four tiles rendered by the phantom BEFORE stain protocols existed (commit 4ded464):

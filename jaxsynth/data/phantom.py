@@ -36,11 +36,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage, special
 
-from jaxsynth.data.stain import PROTOCOL_A, StainProtocol
+from jaxsynth.data.stain import PROTOCOL_A, StainProtocol, get_protocol, parse_phantom_id
 from jaxsynth.data.types import Record
 
 # Chosen by data_prep/calibrate_phantom.py (see docs/phantom.md for the measured table).
@@ -474,3 +475,47 @@ class PhantomSource:
             labels[n] = i % 2
             images[n], masks[n] = render_tile(tile_seed(self.seed, i), i % 2, s, self.difficulty)
         return images, masks, labels
+
+
+# --- paired truth: the same tissue under two stain protocols (image-to-image models) ---
+
+
+def render_ids(
+    ids: Sequence[str],
+    image_size: int,
+    protocol: StainProtocol | str,
+    difficulty: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-render phantom tiles (by their split ids) under `protocol`.
+
+    Returns (images uint8 (N, S, S, 3), masks uint8 (N, S, S)). With protocol A and the source's
+    size and difficulty this reproduces the split's own tiles; with B it gives their paired
+    truth. Label = index % 2, as in `PhantomSource`.
+    """
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    diff = DEFAULT_DIFFICULTY if difficulty is None else float(difficulty)
+    s = int(image_size)
+    images = np.empty((len(ids), s, s, 3), np.uint8)
+    masks = np.empty((len(ids), s, s), np.uint8)
+    for n, tid in enumerate(ids):
+        seed, index = parse_phantom_id(tid)
+        images[n], masks[n] = render_tile(tile_seed(seed, index), index % 2, s, diff, proto)
+    return images, masks
+
+
+def render_pairs(
+    seed: int,
+    indices: Sequence[int],
+    image_size: int,
+    difficulty: float | None = None,
+    protocols: tuple[str, str] = ("A", "B"),
+) -> dict[str, np.ndarray]:
+    """Paired truth straight from a phantom seed: {"a", "b": uint8 (N,S,S,3), "mask": uint8
+    (N,S,S), "label": int32 (N,)}; tile i of "a" and of "b" is the same tissue."""
+    ids = [f"phantom/{int(seed)}/{int(i)}" for i in indices]
+    a, mask = render_ids(ids, image_size, protocols[0], difficulty)
+    b, mask_b = render_ids(ids, image_size, protocols[1], difficulty)
+    if not np.array_equal(mask, mask_b):  # the masks never depend on the optics
+        raise AssertionError("phantom masks differ between stain protocols")
+    labels = np.asarray([int(i) % 2 for i in indices], np.int32)
+    return {"a": a, "b": b, "mask": mask, "label": labels}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -84,46 +83,3 @@ def parse_phantom_id(tile_id: str) -> tuple[int, int]:
     if not m:
         raise ValueError(f"'{tile_id}' is not a phantom tile id (phantom/<seed>/<index>)")
     return int(m.group(1)), int(m.group(2))
-
-
-def render_ids(
-    ids: Sequence[str],
-    image_size: int,
-    protocol: StainProtocol | str,
-    difficulty: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Re-render phantom tiles (by their split ids) under `protocol`.
-
-    Returns (images uint8 (N, S, S, 3), masks uint8 (N, S, S)). With protocol A and the source's
-    size and difficulty this reproduces the split's own tiles; with B it gives their paired
-    truth. Label = index % 2, as in `PhantomSource`.
-    """
-    from jaxsynth.data.phantom import DEFAULT_DIFFICULTY, render_tile, tile_seed
-
-    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    diff = DEFAULT_DIFFICULTY if difficulty is None else float(difficulty)
-    s = int(image_size)
-    images = np.empty((len(ids), s, s, 3), np.uint8)
-    masks = np.empty((len(ids), s, s), np.uint8)
-    for n, tid in enumerate(ids):
-        seed, index = parse_phantom_id(tid)
-        images[n], masks[n] = render_tile(tile_seed(seed, index), index % 2, s, diff, proto)
-    return images, masks
-
-
-def render_pairs(
-    seed: int,
-    indices: Sequence[int],
-    image_size: int,
-    difficulty: float | None = None,
-    protocols: tuple[str, str] = ("A", "B"),
-) -> dict[str, np.ndarray]:
-    """Paired truth straight from a phantom seed: {"a", "b": uint8 (N,S,S,3), "mask": uint8
-    (N,S,S), "label": int32 (N,)}; tile i of "a" and of "b" is the same tissue."""
-    ids = [f"phantom/{int(seed)}/{int(i)}" for i in indices]
-    a, mask = render_ids(ids, image_size, protocols[0], difficulty)
-    b, mask_b = render_ids(ids, image_size, protocols[1], difficulty)
-    if not np.array_equal(mask, mask_b):  # the masks never depend on the optics
-        raise AssertionError("phantom masks differ between stain protocols")
-    labels = np.asarray([int(i) % 2 for i in indices], np.int32)
-    return {"a": a, "b": b, "mask": mask, "label": labels}

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxsynth.errors import UserError, require_extra
+from jaxsynth.sd.hf import quiet_hf_logging  # noqa: F401  (re-exported)
 
 SCHEDULERS = ("ddim", "pndm", "dpm")
 DTYPES = ("float32", "bfloat16")
@@ -48,17 +49,6 @@ _TORCH_WEIGHTS = {
     "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
     "text_encoder": ("model.safetensors", "pytorch_model.bin"),
 }
-
-
-def quiet_hf_logging() -> None:
-    """Silence diffusers/transformers per-module deprecation and safety-checker notices (every
-    path that loads a pipeline starts here, so it also checks the 'sd' extra is installed)."""
-    require_extra("sd", "Stable Diffusion")
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def check_model_folder(model_path: str | Path) -> bool:
@@ -297,7 +287,7 @@ def load_pipeline(
     pipe.register_modules(scheduler=sched)  # before any call: the pmap cache keys on `pipe`
     params = {k: v for k, v in params.items() if k in ("unet", "vae", "text_encoder")}
     if unet_dir or lora_dir:
-        from jaxsynth.sd.finetune import unet_override
+        from jaxsynth.sd.overrides import unet_override
 
         params["unet"] = unet_override(params["unet"], unet_dir, lora_dir)
     params = _cast_floats(params, np.dtype(jdtype))

@@ -216,7 +216,7 @@ def build_modules(root: str | Path, dtype=None) -> dict[str, Any]:
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
 
-    from jaxsynth.sd.pipeline import quiet_hf_logging
+    from jaxsynth.sd.hf import quiet_hf_logging
 
     quiet_hf_logging()
     root = Path(root)

@@ -116,7 +116,7 @@ class CycleGanTask:
 
     def prepare_data(self, data):
         """The run's training tiles (domain A) packed with domain-B tiles of other tissue."""
-        from jaxsynth.data.stain import render_ids
+        from jaxsynth.data.phantom import render_ids
 
         cg, c = self.config.cyclegan, self.config
         if c.data.source != "phantom":
