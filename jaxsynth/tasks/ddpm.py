@@ -21,13 +21,11 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from jaxsynth.diffusion.losses import WEIGHTINGS, diffusion_loss
 from jaxsynth.diffusion.samplers import SamplerOptions, sample_loop
 from jaxsynth.diffusion.schedules import SCHEDULES, make_schedule
-from jaxsynth.diffusion.segmentation import mask_guided_iou
 from jaxsynth.errors import UserError
 from jaxsynth.models.unet import UNet
 from jaxsynth.train.state import ModelState, TrainState
@@ -258,32 +256,6 @@ def sampler_options(
         )
     except ValueError as e:
         raise UserError(str(e)) from None
-
-
-def evaluate_mask_iou(
-    task: DdpmTask,
-    state: TrainState,
-    masks: np.ndarray,
-    rng: jax.Array,
-    options: SamplerOptions | None = None,
-    batch_size: int = 64,
-) -> dict:
-    """Paper 002's mask IoU: sample one image per input mask (float {0,1} (N, S, S, 1)),
-    re-segment it, compare with its mask. Returns `mask_guided_iou`'s dict plus the images."""
-    if task.conditioning != "mask":
-        raise UserError("mask IoU needs a mask-conditioned model (ddpm.conditioning='mask')")
-    options = options or task.default_options
-    run = jax.jit(
-        lambda st, k, m: task.sample_with_options(st, k, m.shape[0], masks=m, options=options)
-    )
-    images = []
-    for start in range(0, len(masks), batch_size):
-        chunk = jnp.asarray(masks[start : start + batch_size])
-        images.append(np.asarray(run(state, jax.random.fold_in(rng, start), chunk)))
-    images = np.concatenate(images)
-    scores = mask_guided_iou(images, np.asarray(masks))
-    scores["images"] = images
-    return scores
 
 
 def make_task(config: ml_collections.ConfigDict) -> DdpmTask:

@@ -117,13 +117,3 @@ class TrainState:
     def with_model(self, name: str, model_state: ModelState) -> TrainState:
         """A copy with `models[name]` replaced (pure)."""
         return self.replace(models={**self.models, name: model_state})
-
-
-def tree_is_finite(tree: PyTree) -> jax.Array:
-    """Scalar bool: every float leaf of `tree` is finite."""
-    leaves = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(x.dtype, jnp.inexact)
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
