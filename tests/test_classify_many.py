@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 
 from jaxsynth.models.classifier import PaperCNN
-from jaxsynth.tasks.classify import (
-    fit_classifier,
-    fit_classifiers,
-    predict_proba,
-    predict_proba_many,
-)
+from jaxsynth.tasks.classify import fit_classifier, predict_proba
+from jaxsynth.tasks.classify_many import fit_classifiers, predict_proba_many
 
 MODEL = PaperCNN(filters=(4, 8), hidden=8)
 KW = dict(epochs=3, batch_size=8, lr=3e-3, class_weights=True, model=MODEL)
