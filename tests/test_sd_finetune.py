@@ -80,7 +80,8 @@ def test_lora_zero_b_is_identity_and_merges_exactly(sd):
     np.testing.assert_allclose(merged, adapted, rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("mode", ["lora", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lora", "full"])
 def test_one_step_changes_only_the_trainable_params(mode):
     task = ft.make_task(smoke_config(f"--config.sd_ft.mode={mode}"))
     images, labels = tiles()
@@ -241,3 +242,18 @@ def test_sample_with_a_missing_export_is_one_line_exit_2(tmp_path, capsys, flag,
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("jaxsynth: error")]
     assert len(err) == 1 and f"{flag} {tmp_path / 'nope'}: no {needed}" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_jaxsynth_train_without_the_cache_encodes_each_batch(tmp_path):
+    """`jaxsynth train --config configs/sd_finetune.py` (no `prepare`): the steps encode the
+    engine's image batch with the frozen VAE instead of reading a cache."""
+    from jaxsynth.cli import main
+
+    args = ["train", "--config", str(REPO / "configs" / "sd_finetune.py") + ":smoke",
+            "--workdir", str(tmp_path), f"--config.sd_ft.model_path={PIPELINE}",
+            "--config.num_steps=2", "--config.checkpoint_every=2"]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(np.isfinite(v) for v in losses)
