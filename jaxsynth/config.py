@@ -140,7 +140,9 @@ def resolve_config_module(spec: str) -> tuple[ModuleType, str | None, str]:
     if path_part.endswith(".py"):
         if path.is_file():
             return _module_from_file(path), arg, str(path)
-        module = _named_module(path.stem) if path.parent.name == "configs" else None
+        # `configs/x.py` or a bare `x.py` that is not here: the shipped config of that name
+        bare = path.parent == Path(".") or path.parent.name == "configs"
+        module = _named_module(path.stem) if bare else None
     else:
         if Path(path_part + ".py").is_file():
             return _module_from_file(Path(path_part + ".py")), arg, path_part + ".py"

@@ -136,7 +136,7 @@ class CycleGanTask:
             real_images=None,
             heldout_images=None,
             heldout_labels=None,
-            feature_data=None,
+            domain_features=None,
         )
 
     # -- Task interface ----------------------------------------------------------------------
