@@ -80,7 +80,7 @@ def test_train_then_sample_on_phantom(tmp_path, capsys):
                 "--num",
                 "2",
                 "--out",
-                str(out2),
+                str(tmp_path / "normal"),  # a new folder: a non-empty one is refused first
                 "--label",
                 "normal",
             ]
