@@ -163,7 +163,7 @@ def final_state(workdir: Path) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
-@pytest.mark.slow
+@pytest.mark.manual
 def test_cli_kill9_then_resume_is_bitwise_identical_and_lora_samples(tmp_path, capsys):
     straight = finish(start_cli(tmp_path / "straight"))
     assert "memory estimate (per device):" in straight and "trainable params" in straight
@@ -244,7 +244,7 @@ def test_sample_with_a_missing_export_is_one_line_exit_2(tmp_path, capsys, flag,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.manual
 def test_jaxsynth_train_without_the_cache_encodes_each_batch(tmp_path):
     """`jaxsynth train --config configs/sd_finetune.py` (no `prepare`): the steps encode the
     engine's image batch with the frozen VAE instead of reading a cache."""
