@@ -16,7 +16,7 @@ analysis is empty, as on GPU) and MFU against `--peak-tflops` (or the measured f
     python bench/loop_bench.py             # tiny + dcgan64: table + bench/results/loop_bench.json
     python bench/loop_bench.py --repo DIR  # time another checkout's engine (before/after)
 
-Run it under `flock /tmp/jaxsynth-heavy.lock` on a shared machine.
+Run it under `flock $HEAVY_LOCK` on a shared machine.
 """
 
 from __future__ import annotations

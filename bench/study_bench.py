@@ -12,7 +12,7 @@ augmented arms, report). Nothing is cached from earlier runs (a fresh temporary 
     python bench/study_bench.py --repo DIR                    # another checkout (before/after)
 
 Writes bench/results/study_bench.json and prints a Markdown table. On a shared machine run it
-under `flock /tmp/jaxsynth-heavy.lock`.
+under `flock $HEAVY_LOCK`.
 """
 
 from __future__ import annotations
