@@ -283,16 +283,18 @@ def test_sd_arm_of_the_study_samples_filters_and_trains_classifiers(tiny_model, 
             "--config.sd.num=12",
             "--config.classifier.seeds=(0,)",
             "--config.classifier.synthetic_only_arms=false",
+            "--config.study.generator_seeds=(0,)",
         ],
     )
     results = run_stages(build_stages(cfg, tmp_path), cfg, tmp_path)
-    assert results["sample_sd"]["num"] == 12
-    (sample_dir,) = tmp_path.glob("stages/sample_sd-*")
+    assert results["sample_sd_g0"]["num"] == 12
+    (sample_dir,) = tmp_path.glob("stages/sample_sd_g0-*")
     with np.load(sample_dir / "synthetic.npz") as z:
         assert z["images"].shape == (12, 16, 16, 3)  # resized to the study's image size
-    synth = results["synth_sd"]
+    synth = results["synth_sd_g0"]
     assert synth["generated"] == 12 and 0 <= synth["kept"] <= 12
-    arm = results["arm_sd_s0"]
-    assert "skipped" in arm or arm["counts"]["synthetic"] == synth["kept"]
+    family = results["arms_sd_g0"]
+    arm = [r for r in family["runs"] if r["arm"] == "sd"]
+    assert "sd" in family["skipped"] or arm[0]["counts"]["synthetic"] == synth["kept"]
     report = json.loads((tmp_path / "results.json").read_text())
     assert "sd" in report["generators"]

@@ -202,7 +202,7 @@ def test_cli_kill9_then_resume_is_bitwise_identical_and_lora_samples(tmp_path, c
     assert json.loads((tmp_path / "lora" / "samples.json").read_text())["lora"] == str(export)
 
 
-@pytest.mark.slow
+@pytest.mark.manual
 def test_finetuning_on_tumour_tiles_lowers_heldout_denoising_loss(tmp_path):
     """The functional check of issue 18 on the phantom: fine-tune (full U-Net) on the training
     split's tumour tiles; the eps-MSE on held-out tumour tiles (never trained on) must drop, and
