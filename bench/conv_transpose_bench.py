@@ -1,7 +1,7 @@
 """The 4×4 stride-2 transposed conv on XLA:CPU: phase vs vjp vs lax (flax nn.ConvTranspose's
 lowering), forward + backward through DCGAN's generator stack, interleaved rounds.
 
-    /work/venv/bin/python bench/conv_transpose_bench.py [--size 64] [--batch 64] [--rounds 3]
+    python bench/conv_transpose_bench.py [--size 64] [--batch 64] [--rounds 3]
 """
 
 from __future__ import annotations

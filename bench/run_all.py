@@ -1,8 +1,8 @@
 """Run every benchmark in bench/ and write one summary: bench/results.json + bench/results.md.
 
-    /work/venv/bin/python bench/run_all.py            # full settings of every benchmark
-    /work/venv/bin/python bench/run_all.py --quick    # small settings (minutes, not an hour)
-    /work/venv/bin/python bench/run_all.py --collect-only   # summarise bench/results/*.json only
+    python bench/run_all.py            # full settings of every benchmark
+    python bench/run_all.py --quick    # small settings (minutes, not an hour)
+    python bench/run_all.py --collect-only   # summarise bench/results/*.json only
 
 Each benchmark script runs as its own subprocess (one at a time, so they do not compete with each
 other; PyTorch runs inside them, interleaved with JAX model by model) and writes

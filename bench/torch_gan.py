@@ -1,4 +1,5 @@
-"""PyTorch twins of jaxsynth's GANs, for bench/train_bench.py (runs under /work/venv-bench).
+"""PyTorch twins of jaxsynth's GANs, for bench/train_bench.py (run by the Python given as
+`--torch-python` / `$JAXSYNTH_TORCH_PYTHON`).
 
 Same architectures as jaxsynth/models/gan.py (widths, kernels, norms, dropout, projection
 discriminator) and the same step as jaxsynth/tasks/gan.py (D update on detached fakes, then a G
