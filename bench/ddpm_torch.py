@@ -2,7 +2,8 @@
 
 Run by the benchmark as a subprocess of a Python with torch 2.13 (`--torch-python` or
 `$JAXSYNTH_TORCH_PYTHON`): `python bench/ddpm_torch.py '<json args>'`; prints one JSON line
-with training img/s, DDIM sampling img/s and the parameter count (which must equal the Flax model's: same architecture).
+with training img/s, DDIM sampling img/s and the parameter count (which must equal the Flax
+model's: same architecture).
 Mirrors jaxsynth/models/unet.py: ResBlock (GroupNorm-SiLU-Conv, time embedding, GroupNorm-SiLU-
 Conv, 1x1 skip), self-attention at the listed resolutions, stride-2 conv down, nearest+conv up.
 """
