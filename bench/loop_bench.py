@@ -37,7 +37,11 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="tiny,dcgan64", help="tiny | dcgan64 | dcgan128")
+    p.add_argument(
+        "--models",
+        default="tiny,dcgan64",
+        help="tiny | dcgan64 | dcgan128 | dcgan_study | ddpm_study (study's generators)",
+    )
     p.add_argument("--steps", type=int, default=0, help="N timed steps (0: per-model default)")
     p.add_argument("--repo", default=str(HERE.parent), help="checkout whose jaxsynth to time")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU")
@@ -64,16 +68,40 @@ from jaxsynth.train.loop import TrainData, make_step_fns, train  # noqa: E402
 from jaxsynth.train.mesh import make_mesh, replicated  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
 
-MODELS = {  # name -> (config spec, image size, batch, default N on CPU / accelerator)
-    "tiny": ("dcgan.py:smoke", 16, 8, (200, 2000)),
-    "dcgan64": ("dcgan.py", 64, 32, (20, 1000)),
-    "dcgan128": ("dcgan.py:paper", 128, 32, (6, 500)),
+# the default study's generators, as overrides of the plain configs (older checkouts, which
+# `--repo` may time, have no `:study32` variants)
+STUDY_GAN = (
+    "model.g_base_width=32",
+    "model.g_max_width=128",
+    "model.d_base_width=32",
+    "model.d_max_width=128",
+)
+STUDY_DDPM = (
+    "model.base_channels=16",
+    "model.channel_mults=(1, 2)",
+    "model.num_res_blocks=1",
+    "model.attention_resolutions=(8,)",
+    "model.num_heads=1",
+    "optim.warmup_steps=100",
+)
+MODELS = {  # name -> (config spec, overrides, image size, batch, default N on CPU / accelerator)
+    "tiny": ("dcgan.py:smoke", (), 16, 8, (200, 2000)),
+    "dcgan64": ("dcgan.py", (), 64, 32, (20, 1000)),
+    "dcgan128": ("dcgan.py:paper", (), 128, 32, (6, 500)),
+    "dcgan_study": (
+        "dcgan.py",
+        STUDY_GAN + ("gan.diffaugment=color,translation,cutout",),
+        32,
+        32,
+        (100, 1000),
+    ),
+    "ddpm_study": ("ddpm.py", STUDY_DDPM, 32, 32, (40, 1000)),
 }
 
 
 def model_config(name: str):
-    spec, size, batch, _ = MODELS[name]
-    c = load_config(str(Path(ARGS.repo) / "configs" / spec))
+    spec, overrides, size, batch, _ = MODELS[name]
+    c = load_config(str(Path(ARGS.repo) / "configs" / spec), overrides)
     c.image_size, c.batch_size = size, batch
     return c
 
@@ -136,7 +164,7 @@ def main() -> int:
     rows = []
     for name in ARGS.models.split(","):
         config = model_config(name)
-        n = ARGS.steps or MODELS[name][3][int(accel)]
+        n = ARGS.steps or MODELS[name][4][int(accel)]
         row = {"model": name, "image_size": config.image_size, "batch": config.batch_size, "n": n}
         row["bare"] = time_bare(config, n)
         modes = ["on", "off"] if has_switch else [None]

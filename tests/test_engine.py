@@ -45,17 +45,46 @@ def smoke(**overrides) -> object:
     return load_config(str(REPO / "configs" / "dcgan.py") + ":smoke", items)
 
 
+class PoisonedTask:
+    """The config's task with step `at`'s images replaced by NaN inside the compiled step (both
+    data paths): exercises the engine's NaN guard without a knob in the production config."""
+
+    def __init__(self, config, at: int):
+        from jaxsynth.train.task import build_task
+
+        self._task, self._at = build_task(config), at
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def train_step(self, state, batch, rng):
+        import jax.numpy as jnp
+
+        batch = dict(batch)
+        batch["image"] = jnp.where(state.step == self._at, jnp.nan, batch["image"])
+        return self._task.train_step(state, batch, rng)
+
+
+def child_hooks(overrides: list[str]) -> tuple[list[str], list]:
+    """Split `pause=S` (a `Pause` hook: the kill -9 tests' slow-down) from config overrides."""
+    from jaxsynth.train.hooks import Pause
+
+    hooks = [Pause(float(o.split("=", 1)[1])) for o in overrides if o.startswith("pause=")]
+    return [o for o in overrides if not o.startswith("pause=")], hooks
+
+
 # A child process: train the tiny DCGAN on tiny_data and dump every leaf of the final state.
 CHILD = textwrap.dedent(
     """
     import json, sys
     import numpy as np, jax
     sys.path.insert(0, {tests!r})
-    from test_engine import smoke, tiny_data
+    from test_engine import child_hooks, smoke, tiny_data
     from jaxsynth.train.loop import train
     workdir, out, *overrides = sys.argv[1:]
+    overrides, hooks = child_hooks(overrides)
     config = smoke(**dict(o.split("=", 1) for o in overrides))
-    result = train(config, workdir, tiny_data())
+    result = train(config, workdir, tiny_data(), hooks=hooks)
     leaves = jax.tree.leaves(result.state)
     np.savez(out, *[np.asarray(x) for x in leaves])
     print("RESULT " + json.dumps({{"step": result.step, "resumed_from": result.resumed_from,
@@ -137,11 +166,10 @@ def test_run_writes_logs_samples_curves_and_resumes(tmp_path):
 
 def test_nan_guard_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
     config = smoke(num_steps=6, checkpoint_every=3)
-    config.train.debug_nan_at_step = 4
     config.train.sample_every = 0
     config.train.ssim_every = 0
     with pytest.raises(TrainingDiverged) as err:
-        train(config, tmp_path, tiny_data())
+        train(config, tmp_path, tiny_data(), task=PoisonedTask(config, at=4))
     message = str(err.value)
     assert "\n" not in message
     assert "at step 4:" in message and "loss=nan" in message
@@ -150,7 +178,6 @@ def test_nan_guard_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path):
     assert ckpt.latest_step() == 3
     ckpt.close()
     # the checkpoint restores and is finite: resuming without the poison runs to the end
-    config.train.debug_nan_at_step = -1
     result = train(config, tmp_path, tiny_data())
     assert result.resumed_from == 3 and result.step == 6
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result.state))
@@ -163,9 +190,7 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path):
     assert info_a["step"] == 12
 
     killed_dir = tmp_path / "killed"
-    victim = start_child(
-        tmp_path, killed_dir, tmp_path / "x.npz", *steps, "train.debug_sleep_s=0.4"
-    )
+    victim = start_child(tmp_path, killed_dir, tmp_path / "x.npz", *steps, "pause=0.4")
     deadline = time.time() + 300
     while not (killed_dir / "checkpoints" / "6").is_dir():
         assert victim.poll() is None, victim.communicate()[0][-3000:]
@@ -238,7 +263,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     config = smoke(num_steps=12, checkpoint_every=5)
     config.train.sample_every = 0
     config.train.ssim_every = 0
-    config.train.debug_sleep_s = 0.3
 
     def send_sigterm_after_first_checkpoint():
         deadline = time.time() + 300
@@ -250,7 +274,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     killer = threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True)
     killer.start()
-    result = train(config, tmp_path, tiny_data())  # the engine's handler turns it into a stop
+    from jaxsynth.train.hooks import Pause
+
+    result = train(config, tmp_path, tiny_data(), hooks=[Pause(0.3)])  # the handler stops it
     killer.join(timeout=10)
     # On a loaded machine the signal can still land right after checkpoint 5: accept 5 itself.
     assert result.interrupted and 5 <= result.step < 12
@@ -258,3 +284,40 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert ckpt.latest_step() == result.step  # saved where it stopped, not only at 5
     ckpt.close()
     assert signal.getsignal(signal.SIGTERM) == before  # handler restored afterwards
+
+
+def test_hooks_run_when_due_and_only_ever_see_checked_states(tmp_path):
+    """A hook that reads the state is called at its steps and at the end, after every pending
+    dispatch was checked (the loop keeps one dispatch in flight otherwise); one that does not
+    read the state (a pause) leaves the loop a dispatch ahead."""
+    from jaxsynth.train.hooks import Pause
+
+    class Recorder:
+        reads_state = True
+
+        def __init__(self):
+            self.calls = []
+
+        def due(self, prev, step, final):
+            return step % 2 == 0 or final
+
+        def __call__(self, state, step, ctx):
+            assert int(jax.device_get(state.step)) == step
+            ctx.scalars(step, {"recorded": float(step)})
+            self.calls.append(step)
+
+    config = smoke(num_steps=5, checkpoint_every=10)
+    config.train.sample_every = 0
+    config.train.ssim_every = 0
+    recorder = Recorder()
+    train(config, tmp_path, tiny_data(), hooks=[recorder, Pause(0.0)])
+    assert recorder.calls == [2, 4, 5]
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "recorded" in r] == [2, 4, 5]
+    # a NaN at step 3 stops the run before the hook could see the state of step 4
+    recorder.calls.clear()
+    with pytest.raises(TrainingDiverged):
+        train(
+            config, tmp_path / "nan", tiny_data(), task=PoisonedTask(config, at=3), hooks=[recorder]
+        )
+    assert recorder.calls == [2]

@@ -54,10 +54,10 @@ CHILD = textwrap.dedent(
     import jaxsynth.train.loop as loop
     reads = {}  # first step of a dispatch -> fingerprints of the image rows this process read
     original_device_batch = loop._device_batch
-    def recording_device_batch(first, local, mesh, poison):
+    def recording_device_batch(first, local, mesh):
         reads[first] = [hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest()[:16]
                         for b in local for r in np.asarray(b["image"])]
-        return original_device_batch(first, local, mesh, poison)
+        return original_device_batch(first, local, mesh)
     loop._device_batch = recording_device_batch
     original_train = loop.train
     def recording_train(*args, **kwargs):

@@ -139,11 +139,24 @@ def cli_env() -> dict:
     return env
 
 
-def start_cli(workdir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "jaxsynth.cli", "sd", "finetune", "--workdir", str(workdir),
-           "--config", str(REPO / "configs" / "sd_finetune.py") + ":smoke",
-           f"--config.sd_ft.model_path={PIPELINE}", "--config.num_steps=8",
-           "--config.checkpoint_every=2", *extra]  # fmt: skip
+# `jaxsynth ...` with a `Pause` hook after every dispatch, so a kill lands mid-run
+PAUSED_CLI = """
+import functools, sys
+import jaxsynth.train.loop as loop
+from jaxsynth.train.hooks import Pause
+loop.train = functools.partial(loop.train, hooks=[Pause(float(sys.argv[1]))])
+from jaxsynth.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_cli(workdir: Path, *extra: str, pause: float = 0.0) -> subprocess.Popen:
+    args = ["sd", "finetune", "--workdir", str(workdir),
+            "--config", str(REPO / "configs" / "sd_finetune.py") + ":smoke",
+            f"--config.sd_ft.model_path={PIPELINE}", "--config.num_steps=8",
+            "--config.checkpoint_every=2", *extra]  # fmt: skip
+    run = ["-c", PAUSED_CLI, str(pause)] if pause else ["-m", "jaxsynth.cli"]
+    cmd = [sys.executable, *run, *args]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(), cwd=REPO
     )
@@ -172,7 +185,7 @@ def test_cli_kill9_then_resume_is_bitwise_identical_and_lora_samples(tmp_path, c
     assert (meta["rank"], meta["alpha"]) == (2, 2.0)
 
     killed = tmp_path / "killed"
-    victim = start_cli(killed, "--config.train.debug_sleep_s=0.5")
+    victim = start_cli(killed, pause=0.5)
     deadline = time.time() + 600
     while not (killed / "checkpoints" / "4").is_dir():
         assert victim.poll() is None, victim.communicate()[0][-3000:]

@@ -21,7 +21,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from test_engine import finish, load_leaves, smoke, start_child, tiny_data  # noqa: E402
+from test_engine import (  # noqa: E402
+    PoisonedTask,
+    finish,
+    load_leaves,
+    smoke,
+    start_child,
+    tiny_data,
+)
 
 from jaxsynth.errors import UserError  # noqa: E402
 from jaxsynth.train.checkpoint import RunCheckpointer  # noqa: E402
@@ -105,10 +112,11 @@ def test_pending_metrics_are_read_one_dispatch_late():
 def test_nan_just_before_a_checkpoint_is_caught_before_the_save(tmp_path, device_data):
     config = smoke(num_steps=8, checkpoint_every=5, **QUIET)
     config.train.device_data = device_data
-    config.train.debug_nan_at_step = 4  # the step that ends at step 5, a checkpoint boundary
+    # step 4 ends at step 5, a checkpoint boundary
+    poisoned = PoisonedTask(config, at=4)
     out = io.StringIO()
     with pytest.raises(TrainingDiverged) as err:
-        train(config, tmp_path, tiny_data(), stream=out)
+        train(config, tmp_path, tiny_data(), stream=out, task=poisoned)
     message = str(err.value)
     assert "at step 4:" in message and "last good checkpoint is step 0" in message
     ckpt = RunCheckpointer(tmp_path)
@@ -147,7 +155,7 @@ def test_kill9_then_resume_is_bitwise_identical_with_device_data(tmp_path):
     info_a = finish(start_child(tmp_path, tmp_path / "straight", tmp_path / "a.npz", *steps))
     assert info_a["step"] == 10
     killed = tmp_path / "killed"
-    victim = start_child(tmp_path, killed, tmp_path / "x.npz", *steps, "train.debug_sleep_s=0.4")
+    victim = start_child(tmp_path, killed, tmp_path / "x.npz", *steps, "pause=0.4")
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "6").is_dir():
         assert victim.poll() is None, victim.communicate()[0][-3000:]

@@ -93,10 +93,12 @@ CHILD = textwrap.dedent(
     import json, sys
     import numpy as np, jax
     sys.path.insert(0, {tests!r})
+    from test_engine import child_hooks
     from test_stylegan2_task import smoke, tiny_data
     from jaxsynth.train.loop import train
     workdir, out, *overrides = sys.argv[1:]
-    result = train(smoke(*overrides), workdir, tiny_data())
+    overrides, hooks = child_hooks(overrides)
+    result = train(smoke(*overrides), workdir, tiny_data(), hooks=hooks)
     np.savez(out, *[np.asarray(x) for x in jax.tree.leaves(result.state)])
     print("RESULT " + json.dumps({{"step": result.step, "resumed_from": result.resumed_from,
                                   "p": float(result.state.aux["ada_p"])}}))
@@ -128,7 +130,7 @@ def test_kill9_then_resume_is_bitwise_identical_with_p_and_counters(tmp_path):
     info_a = finish(start(tmp_path, tmp_path / "straight", tmp_path / "a.npz", *steps))
     assert info_a["step"] == 10 and 0 < info_a["p"] < 1 and info_a["p"] != pytest.approx(0.3)
     killed = tmp_path / "killed"
-    victim = start(tmp_path, killed, tmp_path / "x.npz", *steps, "train.debug_sleep_s=0.4")
+    victim = start(tmp_path, killed, tmp_path / "x.npz", *steps, "pause=0.4")
     kill_at = 3 * int(np.random.default_rng().integers(1, 3))  # a random checkpoint: 3 or 6
     deadline = time.time() + 300
     while not (killed / "checkpoints" / str(kill_at)).is_dir():

@@ -26,8 +26,6 @@ def engine_config() -> ml_collections.ConfigDict:
     t.prefetch = 2  # dispatches read + put on device ahead, in a thread (0 = inline)
     t.device_data = "auto"  # "on": training arrays on device, batches drawn in the step; "off"
     t.device_data_max_bytes = 512 * 2**20  # "auto" puts the arrays on device up to this size
-    t.debug_nan_at_step = -1  # test knob: poison the batch at this step to exercise the guard
-    t.debug_sleep_s = 0.0  # test knob: host sleep after each dispatch (kill -9 tests)
     return t
 
 

@@ -18,8 +18,9 @@ What the engine does around a `Task` (see `jaxsynth.train.task` for the contract
 * saves checkpoints every `checkpoint_every` steps, on SIGTERM/SIGINT, and at the end; resumes
   from `<workdir>/checkpoints` when it holds one;
 * logs averaged metrics (clu) to TensorBoard event files (`<workdir>/tb`), `metrics.jsonl` and the
-  console (step, losses, steps/s, ETA); writes sample grids to `<workdir>/samples/` and the
-  SSIM-to-real curve (paper 000) and the loss curves as PNGs.
+  console (step, losses, steps/s, ETA), and the loss / SSIM / FID curves as PNGs;
+* calls hooks between dispatches (`jaxsynth.train.hooks`): the evaluators the config asks for
+  (sample grids, SSIM to real, the FID curve) and any a caller passes in.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ import dataclasses
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -51,6 +50,7 @@ from jaxsynth.train.device_data import (
     use_device_data,
 )
 from jaxsynth.train.dispatch import DeviceDataFeed, PendingMetrics, auto_steps_per_dispatch
+from jaxsynth.train.hooks import Hook, HookContext, append_jsonl, crossed, evaluator_hooks
 from jaxsynth.train.mesh import (
     global_batch,
     make_mesh,
@@ -70,8 +70,6 @@ from jaxsynth.train.steps import (
 from jaxsynth.train.task import Task, build_task, has_sampler
 from jaxsynth.validate import check_train_config
 from jaxsynth.version import write_environment
-
-SAMPLE_GRID_SEED = 20_240_917  # fixed key for the periodic grids: the same z every time
 
 
 class TrainingDiverged(UserError):
@@ -109,10 +107,6 @@ class TrainResult:
     interrupted: bool
     resumed_from: int | None
     workdir: Path
-
-
-def _crossed(prev: int, now: int, every: int) -> bool:
-    return every > 0 and now // every > prev // every
 
 
 def _sample_batch(
@@ -163,11 +157,6 @@ class _StopFlag:
         return False
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -208,8 +197,11 @@ def train(
     *,
     task: Task | None = None,
     stream=None,
+    hooks: list[Hook] | tuple[Hook, ...] = (),
 ) -> TrainResult:
-    """Train `config.task` on `data` for `config.num_steps` steps in `workdir` (resuming)."""
+    """Train `config.task` on `data` for `config.num_steps` steps in `workdir` (resuming).
+
+    `hooks` run after the config's evaluators (`jaxsynth.train.hooks.evaluator_hooks`)."""
     maybe_initialize_distributed()
     out = stream or sys.stdout
     workdir = Path(workdir)
@@ -284,11 +276,10 @@ def train(
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
         write_environment(workdir)
 
-    poison = int(settings.debug_nan_at_step)
     if on_device:
         device_arrays = put_on_device(data.arrays, rep)
         data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
-        draw = device_draw(data_key, config.batch_size, augment, poison, mesh)
+        draw = device_draw(data_key, config.batch_size, augment, mesh)
         step_single, step_multi = make_device_data_step_fns(task, mesh, draw)
         compiled = AotSteps(step_single, step_multi, state, device_arrays, None, mesh, out)
     else:
@@ -297,7 +288,7 @@ def train(
         compiled = AotSteps(step_single, step_multi, state, sample, config.batch_size, mesh, out)
 
     def produce(first: int, local: list[dict]):
-        return _device_batch(first, local, mesh, poison)
+        return _device_batch(first, local, mesh)
 
     def feeder(first: int):
         plan = dispatch_plan(first, config.num_steps, k_steps)
@@ -310,7 +301,8 @@ def train(
     averager = MetricAverager()
     step = int(jax.device_get(state.step))
     progress = Progress(config.num_steps, step, config.batch_size, stream=out)
-    sampler = _make_sampler(task, settings, data, config) if has_sampler(task) else None
+    hooks = [*evaluator_hooks(task, settings, data, has_sampler(task)), *hooks]
+    ctx = HookContext(writer, metrics_path, is_main)
     interrupted = False
 
     pending = PendingMetrics()
@@ -332,7 +324,7 @@ def train(
                 )
             window.append(metrics)
             end = first + k
-            if _crossed(first, end, settings.log_every) or end == config.num_steps:
+            if crossed(first, end, settings.log_every) or end == config.num_steps:
                 # one averager update per log window: clu's update runs jnp ops (host time)
                 averager.update(
                     {n: np.concatenate([np.reshape(m[n], -1) for m in window]) for n in metrics}
@@ -342,7 +334,7 @@ def train(
                 writer.write_scalars(end, scalars)
                 progress.report(end, scalars)
                 if is_main:
-                    _append_jsonl(metrics_path, {"step": end, **scalars})
+                    append_jsonl(metrics_path, {"step": end, **scalars})
 
     batches = feeder(step)
     with _StopFlag() as stop:
@@ -350,20 +342,14 @@ def train(
             batch, k = next(batches)
             state, metrics = compiled(k)(state, batch)
             pending.push(step, k, metrics)
-            if settings.debug_sleep_s > 0:
-                time.sleep(float(settings.debug_sleep_s))
             prev, step = step, step + k
-            wants_sample = sampler is not None and (
-                _crossed(prev, step, settings.sample_every)
-                or _crossed(prev, step, settings.ssim_every)
-                or _crossed(prev, step, int(settings.get("fid_every", 0) or 0))
-                or step == config.num_steps
-            )
-            wants_ckpt = _crossed(prev, step, config.checkpoint_every) and step < config.num_steps
+            due = [h for h in hooks if h.due(prev, step, step == config.num_steps)]
+            reads = any(h.reads_state for h in due)
+            wants_ckpt = crossed(prev, step, config.checkpoint_every) and step < config.num_steps
             # one dispatch late, except before anything that uses (or saves) the state
-            settle(0 if wants_sample or wants_ckpt or stop.signum is not None else 1)
-            if wants_sample:
-                sampler(state, step, prev, writer, metrics_path, is_main)
+            settle(0 if reads or wants_ckpt or stop.signum is not None else 1)
+            for hook in due:
+                hook(state, step, ctx)
             if wants_ckpt:
                 batches.stop_and_rewind()  # the saved data position is the consumed one
                 ckpt.save(state, data_iter, cfg_dict)
@@ -391,85 +377,11 @@ def train(
     return TrainResult(state, step, interrupted, resumed_from, workdir)
 
 
-def _device_batch(first: int, local: list[dict], mesh, poison: int) -> dict:
+def _device_batch(first: int, local: list[dict], mesh) -> dict:
     """The k local batches of the dispatch starting at step `first` -> global device arrays
-    (stacked on a leading K axis when k > 1). `poison` is the NaN-guard test knob."""
+    (stacked on a leading K axis when k > 1)."""
     k = len(local)
-    if first <= poison < first + k:
-        local = list(local)
-        local[poison - first] = dict(local[poison - first])
-        local[poison - first]["image"] = np.full_like(local[poison - first]["image"], np.nan)
     if k == 1:
         return to_global(local[0], mesh)
     stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
     return global_batch(stacked, mesh, 1)
-
-
-def _make_sampler(task: Task, settings, data: TrainData, config):
-    """Periodic sample grid + SSIM-to-real (paper 000) as a closure over jitted sampling."""
-    conditional = bool(getattr(task, "conditional", False))
-    num_classes = max(1, len(data.class_names))
-    key = jax.random.PRNGKey(SAMPLE_GRID_SEED)
-    jitted: dict[int, Any] = {}
-
-    def draw(state, n: int, rng, labels=None) -> np.ndarray:
-        if conditional and labels is None:
-            labels = jnp.arange(n, dtype=jnp.int32) % num_classes
-        if n not in jitted:
-            jitted[n] = jax.jit(lambda st, r, lb: task.sample(st, r, n, lb))
-        return np.asarray(jax.device_get(jitted[n](state, rng, labels if conditional else None)))
-
-    real = data.real_images
-    fid_every = int(settings.get("fid_every", 0) or 0)
-    fid_state: dict[str, Any] = {}
-
-    def fid_monitor():
-        """Built on first use (the domain extractor trains a small CNN: seconds)."""
-        if "monitor" not in fid_state:
-            from jaxsynth.eval.monitor import build_fid_monitor
-
-            fid_state["monitor"] = build_fid_monitor(
-                settings, data.heldout_images, data.domain_features
-            )
-        return fid_state["monitor"]
-
-    def run(state, step, prev, writer, metrics_path: Path, is_main: bool) -> None:
-        final = step == config.num_steps
-        if _crossed(prev, step, settings.sample_every) or final:
-            imgs = visuals.to_uint8(draw(state, int(settings.sample_grid), key))
-            grid = visuals.make_grid(imgs)
-            if is_main:
-                visuals.save_png(grid, metrics_path.parent / "samples" / f"step_{step:07d}.png")
-            writer.write_images(step, {"samples": grid[None]})
-        if real is not None and (_crossed(prev, step, settings.ssim_every) or final):
-            try:
-                from jaxsynth.eval.image_metrics import ssim_to_set
-            except ImportError:  # the eval module is optional for the engine
-                return
-            fake = visuals.to_uint8(
-                draw(state, int(settings.ssim_samples), jax.random.fold_in(key, 1))
-            )
-            value = ssim_to_set(fake, real[:128])["mean"]
-            writer.write_scalars(step, {"ssim_to_real": value})
-            if is_main:
-                _append_jsonl(metrics_path, {"step": step, "ssim_to_real": value})
-        if (
-            fid_every
-            and data.heldout_images is not None
-            and (_crossed(prev, step, fid_every) or final)
-            and fid_monitor() is not None
-        ):
-            monitor = fid_monitor()
-            n = int(settings.get("fid_samples", 256))
-            labels = None
-            if conditional and data.heldout_labels is not None:
-                # the held-out class mix, so the two distributions are comparable
-                reps = -(-n // len(data.heldout_labels))
-                labels = jnp.asarray(np.tile(data.heldout_labels, reps)[:n], jnp.int32)
-            fake = visuals.to_uint8(draw(state, n, jax.random.fold_in(key, 2), labels))
-            value = monitor(fake)
-            writer.write_scalars(step, {monitor.key: value})
-            if is_main:
-                _append_jsonl(metrics_path, {"step": step, monitor.key: value})
-
-    return run

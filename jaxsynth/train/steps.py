@@ -107,14 +107,11 @@ def make_step_fns(task: Task, mesh) -> tuple[Any, Any]:
     return step_single, step_multi
 
 
-def device_draw(data_key, global_batch_size: int, augment: str, poison: int, mesh):
-    """`(device arrays, step) -> batch` drawn inside the compiled step, sharded on "data";
-    `poison` (the NaN-guard test knob) fills step `poison`'s images with NaN."""
+def device_draw(data_key, global_batch_size: int, augment: str, mesh):
+    """`(device arrays, step) -> batch` drawn inside the compiled step, sharded on "data"."""
 
     def draw(arrays, step):
         batch = draw_batch(arrays, data_key, step, global_batch_size, augment)
-        if poison >= 0:
-            batch["image"] = jnp.where(step == poison, jnp.nan, batch["image"])
         return jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
 
     return draw
