@@ -108,6 +108,17 @@ def test_pending_metrics_are_read_one_dispatch_late():
     assert [f for f, _, _ in pending.pop(keep=0)] == [1] and len(pending) == 0
 
 
+def test_packed_metrics_unpack_by_name_for_one_and_k_steps():
+    names = ["d_loss", "g_loss"]
+    pending = PendingMetrics(names)
+    pending.push(0, 1, jnp.asarray([1.0, 2.0], jnp.float32))
+    pending.push(1, 3, jnp.asarray([[3.0, 4.0], [5.0, 6.0], [7.0, jnp.nan]], jnp.float32))
+    (f1, k1, m1), (f2, k2, m2) = list(pending.pop(keep=0))
+    assert (f1, k1, float(m1["d_loss"]), float(m1["g_loss"])) == (0, 1, 1.0, 2.0)
+    assert (f2, k2) == (1, 3) and m2["d_loss"].tolist() == [3.0, 5.0, 7.0]
+    assert m2["g_loss"][:2].tolist() == [4.0, 6.0] and np.isnan(m2["g_loss"][2])
+
+
 @pytest.mark.parametrize("device_data", ["on", "off"])
 def test_nan_just_before_a_checkpoint_is_caught_before_the_save(tmp_path, device_data):
     config = smoke(num_steps=8, checkpoint_every=5, **QUIET)

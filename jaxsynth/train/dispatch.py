@@ -54,10 +54,14 @@ MAX_AUTO_K = 200
 
 
 class PendingMetrics:
-    """Device metrics of dispatches not yet checked, oldest first: (first step, k, metrics)."""
+    """Device metrics of dispatches not yet checked, oldest first: (first step, k, metrics).
 
-    def __init__(self) -> None:
+    With `names`, each dispatch's metrics are one packed vector ((M,) or (K, M), see
+    `steps.make_step_fns`), unpacked into {name: value(s)} when fetched."""
+
+    def __init__(self, names: list | None = None) -> None:
         self._queue: collections.deque = collections.deque()
+        self._names = names
 
     def push(self, first: int, k: int, metrics: dict[str, jax.Array]) -> None:
         for leaf in jax.tree.leaves(metrics):
@@ -71,7 +75,10 @@ class PendingMetrics:
         """Fetch (blocking) and yield every pending dispatch but the newest `keep`."""
         while len(self._queue) > keep:
             first, k, metrics = self._queue.popleft()
-            yield first, k, jax.device_get(metrics)
+            host = jax.device_get(metrics)
+            if self._names is not None:
+                host = {name: host[..., j] for j, name in enumerate(self._names)}
+            yield first, k, host
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -276,14 +276,15 @@ def train(
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
         write_environment(workdir)
 
+    metric_names: list[str] = []  # filled when the step is traced (one packed vector)
     if on_device:
         device_arrays = put_on_device(data.arrays, rep)
         data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
         draw = device_draw(data_key, config.batch_size, augment, mesh)
-        step_single, step_multi = make_device_data_step_fns(task, mesh, draw)
+        step_single, step_multi = make_device_data_step_fns(task, mesh, draw, metric_names)
         compiled = AotSteps(step_single, step_multi, state, device_arrays, None, mesh, out)
     else:
-        step_single, step_multi = make_step_fns(task, mesh)
+        step_single, step_multi = make_step_fns(task, mesh, metric_names)
         sample = _sample_batch(data.arrays, config.batch_size)
         compiled = AotSteps(step_single, step_multi, state, sample, config.batch_size, mesh, out)
 
@@ -305,7 +306,7 @@ def train(
     ctx = HookContext(writer, metrics_path, is_main)
     interrupted = False
 
-    pending = PendingMetrics()
+    pending = PendingMetrics(metric_names)
     window: list[dict] = []  # checked host metrics since the last log point
 
     def settle(keep: int) -> None:
