@@ -23,13 +23,14 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsynth.train import visuals
+from jaxsynth.train.task import has_sampler
 
 SAMPLE_GRID_SEED = 20_240_917  # fixed key for the periodic grids: the same z every time
 
@@ -96,38 +97,36 @@ class Sampler:
 
 
 @dataclasses.dataclass
-class SampleGrid:
-    """A grid of `n` samples from a fixed key every `every` steps and at the end
-    (`<workdir>/samples/step_*.png` and TensorBoard)."""
+class _Evaluator:
+    """What the sampling evaluators share: `n` samples from `key` every `every` steps (0 =
+    never) and at the end of the run."""
 
     sampler: Sampler
     every: int
     n: int
     key: Any
-    reads_state: bool = True
+    reads_state: ClassVar[bool] = True
 
     def due(self, prev: int, step: int, final: bool) -> bool:
         return crossed(prev, step, self.every) or final
+
+
+@dataclasses.dataclass
+class SampleGrid(_Evaluator):
+    """A grid of `n` samples from a fixed key every `every` steps and at the end
+    (`<workdir>/samples/step_*.png` and TensorBoard)."""
 
     def __call__(self, state, step: int, ctx: HookContext) -> None:
         grid = visuals.make_grid(self.sampler(state, self.n, self.key))
         ctx.image(step, "samples", grid, ctx.workdir / "samples" / f"step_{step:07d}.png")
 
 
-@dataclasses.dataclass
-class SsimToReal:
+@dataclasses.dataclass(kw_only=True)
+class SsimToReal(_Evaluator):
     """Mean SSIM of `n` samples to the real training images (Rane 2026's SSIM), logged as
     `ssim_to_real` every `every` steps and at the end."""
 
-    sampler: Sampler
-    every: int
-    n: int
-    key: Any
     real: np.ndarray
-    reads_state: bool = True
-
-    def due(self, prev: int, step: int, final: bool) -> bool:
-        return crossed(prev, step, self.every) or final
 
     def __call__(self, state, step: int, ctx: HookContext) -> None:
         from jaxsynth.eval.image_metrics import ssim_to_set
@@ -136,26 +135,18 @@ class SsimToReal:
         ctx.scalars(step, {"ssim_to_real": ssim_to_set(fake, self.real[:128])["mean"]})
 
 
-@dataclasses.dataclass
-class FidCurve:
+@dataclasses.dataclass(kw_only=True)
+class FidCurve(_Evaluator):
     """FID (or domain FID) of `n` samples against the held-out real images every `every` steps
     and at the end. `build_monitor()` makes the extractor on first use (the domain extractor
     trains a small CNN: seconds) and may return None (nothing to measure with: the hook stays
     silent). Conditional models are sampled with the held-out class mix, so the two
     distributions are comparable."""
 
-    sampler: Sampler
-    every: int
-    n: int
-    key: Any
     build_monitor: Any
     heldout_labels: np.ndarray | None = None
-    reads_state: bool = True
     _monitor: Any = dataclasses.field(default=None, init=False)
     _built: bool = dataclasses.field(default=False, init=False)
-
-    def due(self, prev: int, step: int, final: bool) -> bool:
-        return crossed(prev, step, self.every) or final
 
     def __call__(self, state, step: int, ctx: HookContext) -> None:
         if not self._built:
@@ -176,7 +167,7 @@ class Pause:
     moment (kill -9 + resume); it does not read the state, so it costs no synchronisation."""
 
     seconds: float
-    reads_state: bool = False
+    reads_state: ClassVar[bool] = False
 
     def due(self, prev: int, step: int, final: bool) -> bool:
         return True
@@ -185,12 +176,12 @@ class Pause:
         time.sleep(self.seconds)
 
 
-def evaluator_hooks(task, settings, data, has_sampler: bool) -> list[Hook]:
+def evaluator_hooks(task, settings, data) -> list[Hook]:
     """The built-in evaluators the config asks for: grids (`train.sample_every`, with
     `train.sample_grid` images), SSIM to real (`train.ssim_every`, `train.ssim_samples`; needs
     `data.real_images`), the FID curve (`train.fid_every`, `train.fid_samples`; needs
-    `data.heldout_images`). Tasks without a sampler get none."""
-    if not has_sampler:
+    `data.heldout_images`). Tasks without a sampler get none. `settings`: `engine_settings`."""
+    if not has_sampler(task):
         return []
     sampler = Sampler(task, len(data.class_names))
     key = jax.random.PRNGKey(SAMPLE_GRID_SEED)
@@ -204,11 +195,10 @@ def evaluator_hooks(task, settings, data, has_sampler: bool) -> list[Hook]:
                 int(settings.ssim_every),
                 int(settings.ssim_samples),
                 jax.random.fold_in(key, 1),
-                data.real_images,
+                real=data.real_images,
             )
         )
-    fid_every = int(settings.get("fid_every", 0) or 0)
-    if fid_every and data.heldout_images is not None:
+    if settings.fid_every and data.heldout_images is not None:
 
         def build_monitor():
             from jaxsynth.eval.monitor import build_fid_monitor
@@ -218,11 +208,11 @@ def evaluator_hooks(task, settings, data, has_sampler: bool) -> list[Hook]:
         hooks.append(
             FidCurve(
                 sampler,
-                fid_every,
-                int(settings.get("fid_samples", 256)),
+                int(settings.fid_every),
+                int(settings.fid_samples),
                 jax.random.fold_in(key, 2),
-                build_monitor,
-                data.heldout_labels,
+                build_monitor=build_monitor,
+                heldout_labels=data.heldout_labels,
             )
         )
     return hooks

@@ -67,7 +67,7 @@ from jaxsynth.train.steps import (
     make_device_data_step_fns,
     make_step_fns,
 )
-from jaxsynth.train.task import Task, build_task, has_sampler
+from jaxsynth.train.task import Task, build_task
 from jaxsynth.validate import check_train_config
 from jaxsynth.version import write_environment
 
@@ -295,14 +295,14 @@ def train(
         plan = dispatch_plan(first, config.num_steps, k_steps)
         if on_device:
             return DeviceDataFeed(device_arrays, plan)
-        return DevicePrefetcher(data_iter, plan, produce, int(settings.get("prefetch", 2)))
+        return DevicePrefetcher(data_iter, plan, produce, int(settings.prefetch))
 
     writer = MultiWriter([TensorBoardWriter(workdir / "tb"), ConsoleWriter(out)] if is_main else [])
     metrics_path = workdir / "metrics.jsonl"
     averager = MetricAverager()
     step = int(jax.device_get(state.step))
     progress = Progress(config.num_steps, step, config.batch_size, stream=out)
-    hooks = [*evaluator_hooks(task, settings, data, has_sampler(task)), *hooks]
+    hooks = [*evaluator_hooks(task, settings, data), *hooks]
     ctx = HookContext(writer, metrics_path, is_main)
     interrupted = False
 
