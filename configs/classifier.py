@@ -4,7 +4,9 @@ The study's classifier arms (Rane 2026's CNN, or ResNet / MobileNetV2) as a stan
 data source's training split: class-weighted BCE, Adam, checkpoints and exact resume like every
 model. `classifier.class_weight` is the per-class loss weight (normal, tumour); the default is
 Rane 2026's "balanced" weighting for the default split (n / (2 n_c) with 1,000 normal and 100
-tumour training tiles). Variants: `:smoke` (16 px, seconds), `:resnet18` (ResNet-18 with the
+tumour training tiles). Every epoch the real validation split is evaluated and the weights with
+the lowest validation loss are kept in `<workdir>/best` (Rane 2026's early stopping, the
+engine's `Validation` hook). Variants: `:smoke` (16 px, seconds), `:resnet18` (ResNet-18 with the
 small-input stem).
 """
 
@@ -39,6 +41,7 @@ def get_config(arg=None):
     c.classifier.dropout = 0.5  # paper_cnn only
     c.train = engine_config()
     c.train.log_every = 50
+    c.train.eval_every = 35  # one epoch: validation loss/accuracy, best weights in <workdir>/best
     if variant == "smoke":
         c.image_size = 16
         c.batch_size = 8
@@ -49,6 +52,7 @@ def get_config(arg=None):
         c.data.split.train = {"normal": 16, "tumour": 16}
         c.classifier.class_weight = (1.0, 1.0)
         c.train.log_every = 2
+        c.train.eval_every = 2
     elif variant == "resnet18":
         c.classifier.model = "resnet18"
     return c

@@ -1,8 +1,10 @@
-"""Many classifiers in one vmapped program equal the same classifiers trained one at a time.
+"""Many classifiers: each member's model depends only on its own data and seed.
 
-Three training sets of different sizes (so different numbers of steps per epoch, masked at the
-end), different seeds and class balances: every model's best-epoch choice, loss curves and
-predictions must match `fit_classifier` run alone for that dataset and seed.
+Three training sets of different sizes (so different engine programs' record counts within
+one bucket), different seeds and class balances, trained in one `fit_classifiers` call: every
+model's best epoch, curves and predictions equal `fit_classifier` run alone for that dataset and
+seed (what the study's per-member cache relies on), and the vmapped prediction of many models
+equals one-at-a-time prediction.
 """
 
 from __future__ import annotations
@@ -28,17 +30,16 @@ def _data(n: int, tumour: int, seed: int):
 
 
 @pytest.mark.slow
-def test_fit_classifiers_equals_one_at_a_time():
+def test_fit_classifiers_members_equal_one_at_a_time():
     datasets = [_data(37, 6, 0), _data(20, 10, 1), _data(29, 4, 2)]
     seeds = [5, 6, 5]
     val_images, val_labels = _data(30, 8, 9)
-    many = fit_classifiers(
-        datasets, seeds, val_images=val_images, val_labels=val_labels, strategy="vmap", **KW
-    )
+    many = fit_classifiers(datasets, seeds, val_images=val_images, val_labels=val_labels, **KW)
     assert len(many) == 3
     probs_many = predict_proba_many([v for v, _ in many], val_images, MODEL, vmap=True)
     assert probs_many.shape == (3, 30)
-    for i, ((images, labels), seed) in enumerate(zip(datasets, seeds, strict=True)):
+    for i in (2, 0):  # alone, and in another order than the group's
+        (images, labels), seed = datasets[i], seeds[i]
         ref_vars, ref_hist = fit_classifier(
             images, labels, val_images=val_images, val_labels=val_labels, seed=seed, **KW
         )
@@ -46,10 +47,10 @@ def test_fit_classifiers_equals_one_at_a_time():
         assert hist["best_epoch"] == ref_hist["best_epoch"]
         assert hist["class_weights"] == ref_hist["class_weights"]
         for key in ("train_loss", "val_loss", "val_accuracy"):
-            np.testing.assert_allclose(hist[key], ref_hist[key], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(hist[key], ref_hist[key], rtol=1e-5, atol=1e-6)
         ref_probs = predict_proba(ref_vars, val_images, MODEL)
         np.testing.assert_allclose(
-            predict_proba(variables, val_images, MODEL), ref_probs, atol=1e-5
+            predict_proba(variables, val_images, MODEL), ref_probs, atol=1e-6
         )
         np.testing.assert_allclose(probs_many[i], ref_probs, atol=1e-5)
     # different data and seeds really gave different models

@@ -33,12 +33,25 @@ from test_engine import (  # noqa: E402
 from jaxsynth.errors import UserError  # noqa: E402
 from jaxsynth.train.checkpoint import RunCheckpointer  # noqa: E402
 from jaxsynth.train.defaults import engine_settings  # noqa: E402
-from jaxsynth.train.device_data import batch_indices, draw_batch, use_device_data  # noqa: E402
+from jaxsynth.train.device_data import (  # noqa: E402
+    batch_indices,
+    draw_batch,
+    min_count,
+    padded_size,
+    use_device_data,
+)
 from jaxsynth.train.dispatch import PendingMetrics, auto_steps_per_dispatch  # noqa: E402
 from jaxsynth.train.loop import TrainingDiverged, train  # noqa: E402
 from jaxsynth.train.prefetch import dispatch_plan  # noqa: E402
 
 QUIET = {"train.sample_every": 0, "train.ssim_every": 0}
+
+
+def _reference_epoch(key, e, n, size):
+    """The documented order: records sorted by their random 32-bit key, padding last."""
+    bits = np.asarray(jax.random.bits(jax.random.fold_in(key, e), (size,), jnp.uint32))
+    bits = np.where(np.arange(size) < n, bits, np.uint32(0xFFFFFFFF))
+    return np.argsort(bits, kind="stable")[:n]
 
 
 def test_batch_indices_are_one_permutation_per_epoch_across_batch_boundaries():
@@ -48,9 +61,26 @@ def test_batch_indices_are_one_permutation_per_epoch_across_batch_boundaries():
     for e in range(3):  # 32 records = 3 full epochs + 2
         epoch = stream[e * n : (e + 1) * n]
         assert sorted(epoch.tolist()) == list(range(n))
-        ref = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), n))
-        np.testing.assert_array_equal(epoch, ref)
+        np.testing.assert_array_equal(epoch, _reference_epoch(key, e, n, n))
     assert not np.array_equal(stream[:n], stream[n : 2 * n])  # epochs reshuffled
+
+
+def test_padded_arrays_draw_only_real_records_with_a_traced_count():
+    """Padded device arrays (`put_on_device`): the count is an input, so one compiled draw
+    serves every training-set size of a bucket, and padding rows are never drawn."""
+    key = jax.random.PRNGKey(5)
+    size, b = 16, 4
+    fn = jax.jit(lambda s, n: batch_indices(key, s, n, b, size, least=3))
+    for n in (3, 7, 16):
+        stream = np.concatenate([np.asarray(fn(jnp.int32(s), jnp.int32(n))) for s in range(12)])
+        for e in range(len(stream) // n):
+            epoch = stream[e * n : (e + 1) * n]
+            np.testing.assert_array_equal(epoch, _reference_epoch(key, e, n, size))
+        assert stream.max() < n
+    # the engine's padding: tiny sets exact, larger ones to a multiple of 256 whose least count
+    # keeps a batch within two epochs
+    assert [padded_size(n) for n in (100, 256, 257, 880, 1100)] == [100, 256, 512, 1024, 1280]
+    assert [min_count(s) for s in (100, 256, 512, 1024)] == [100, 256, 257, 769]
 
 
 def test_draw_batch_scales_and_augments_like_the_grain_path():

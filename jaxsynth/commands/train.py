@@ -72,6 +72,7 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | Path):
         class_names=tuple(split.class_names),
         heldout_images=np.concatenate([val.images, test.images]),
         heldout_labels=np.concatenate([val.labels, test.labels]),
+        val_arrays=val.arrays(),
         domain_features=domain_features(
             FeatureData(split.train.images, split.train.labels, split.val.images, split.val.labels)
         ),

@@ -76,6 +76,8 @@ class ToModelInput(grain.transforms.Map):
         }
         if "mask" in record:
             out["mask"] = (record["mask"] > 0).astype(np.float32)[..., None]
+        if "weight" in record:  # per-example loss weight (the classifiers' class weighting)
+            out["weight"] = np.asarray(record["weight"], np.float32)
         return out
 
 

@@ -131,9 +131,9 @@ def train_and_score(arm: ArmData, split: StudySplit, cfg, seed: int) -> dict:
 def train_and_score_pairs(
     pairs: list[tuple[ArmData, int]], split: StudySplit, cfg
 ) -> list[tuple[dict, dict]]:
-    """`train_and_score(arm, split, cfg, seed)` for every (arm, seed) pair, all classifiers
-    trained together by `fit_classifiers` (one vmapped program on GPU/TPU); same dicts, same
-    order."""
+    """`train_and_score(arm, split, cfg, seed)` for every (arm, seed) pair, trained by
+    `fit_classifiers` (the engine, one compiled step shared by all) and scored together (one
+    vmapped prediction on GPU/TPU); same dicts, same order."""
     from jaxsynth.eval.classification import binary_metrics, choose_threshold
     from jaxsynth.tasks.classify_many import fit_classifiers, predict_proba_many
 
@@ -174,6 +174,6 @@ def train_and_score_pairs(
 def train_and_score_many(
     arms: list[ArmData], split: StudySplit, cfg, seeds: list[int]
 ) -> list[tuple[dict, dict]]:
-    """`train_and_score` for every arm × seed, trained together; returns
+    """`train_and_score` for every arm × seed, in one call; returns
     `(result_dict, variables)` in (arm, seed) order (arm-major)."""
     return train_and_score_pairs([(arm, int(s)) for arm in arms for s in seeds], split, cfg)

@@ -5,15 +5,17 @@ The protocol follows paper 000: binary cross-entropy with "balanced" class weigh
 weights of the epoch with the lowest validation loss kept (Keras `restore_best_weights`). The
 decision threshold is then chosen on the validation split (max F1) -- never on the test split.
 
-`train_step(state, batch)` is a pure function of a `ClassifierState` and a batch
-`{"image": float32 NHWC in [-1, 1], "label": int32 (B,), "weight": float32 (B,)}`, so it can run
-under the shared training engine as well as in `fit_classifier`'s small loop.
+Every classifier trains through the one engine (`jaxsynth.train.loop.train`): `ClassifierTask`
+is the model plugged in, the engine's `Validation` hook evaluates each epoch and keeps the best
+weights, and `fit_classifier` is the in-memory entry point to that path (no second loop).
 """
 
 from __future__ import annotations
 
 import functools
-import time
+import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -21,8 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
-from flax.training import train_state
 
 from jaxsynth.models.classifier import PaperCNN
 
@@ -33,27 +33,11 @@ _CANONICAL: dict[nn.Module, nn.Module] = {}
 def canonical_model(model: nn.Module | None) -> nn.Module:
     """The first-seen instance equal to `model` (Flax modules compare by their fields).
 
-    jit caches on the state's static `apply_fn` (a bound method, compared by its instance), so
-    mapping equal modules to one object compiles the step once per architecture and image
-    shape, not once per `fit_classifier` call.
+    Tasks with equal modules then share the engine's compiled programs (`cache_key`), so a
+    study compiles the step once per architecture and image shape, not once per model.
     """
     model = DEFAULT_MODEL if model is None else model
     return _CANONICAL.setdefault(model, model)
-
-
-class ClassifierState(train_state.TrainState):
-    """TrainState plus the dropout key (folded with the step, so every step differs) and the
-    BatchNorm running statistics (None for models without BatchNorm, e.g. `PaperCNN`)."""
-
-    key: jax.Array = struct.field(default=None)
-    batch_stats: Any = None
-
-    def variables(self, params=None) -> dict:
-        """The Flax variables dict for `apply` (`params` defaults to the state's)."""
-        v = {"params": self.params if params is None else params}
-        if self.batch_stats is not None:
-            v["batch_stats"] = self.batch_stats
-        return v
 
 
 def as_variables(weights: Any) -> dict:
@@ -91,70 +75,6 @@ def _adam(lr: float) -> optax.GradientTransformation:
     return optax.adam(lr)
 
 
-@functools.cache
-def _init_fn(model: nn.Module, image_shape: tuple[int, ...]):
-    return jax.jit(lambda k: model.init(k, jnp.zeros((1, *image_shape), jnp.float32)))
-
-
-def create_state(
-    model: nn.Module, image_shape: tuple[int, int, int], *, lr: float, seed: int
-) -> ClassifierState:
-    """Initialise params (from `seed`) and Adam; `image_shape` is (H, W, C)."""
-    key = jax.random.key(seed)
-    init_key, dropout_key = jax.random.split(key)
-    variables = _init_fn(model, tuple(image_shape))(init_key)
-    state = ClassifierState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        tx=_adam(float(lr)),
-        key=dropout_key,
-        batch_stats=variables.get("batch_stats"),
-    )
-    # An int32 array step (not the Python 0 of `create`) keeps one compiled step per model.
-    return state.replace(step=jnp.zeros((), jnp.int32))
-
-
-def train_step(state: ClassifierState, batch: dict[str, jnp.ndarray]):
-    """One Adam step on the class-weighted BCE; returns (new state, {"loss": ...})."""
-    dropout_key = jax.random.fold_in(state.key, state.step)
-
-    has_stats = state.batch_stats is not None
-
-    def loss_fn(params):
-        out = state.apply_fn(
-            state.variables(params),
-            batch["image"],
-            train=True,
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"] if has_stats else False,
-        )
-        logits, updates = out if has_stats else (out, {})
-        return weighted_bce(logits, batch["label"], batch["weight"]), updates
-
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads)
-    if has_stats:
-        state = state.replace(batch_stats=updates["batch_stats"])
-    return state, {"loss": loss}
-
-
-def eval_step(state: ClassifierState, batch: dict[str, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-    """Sums over the (padded) batch: unweighted BCE (Keras' val_loss), correct count, count."""
-    logits = state.apply_fn(state.variables(), batch["image"], train=False)
-    valid = batch["weight"] > 0
-    bce = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(jnp.float32))
-    correct = (logits > 0) == (batch["label"] > 0)
-    return {
-        "loss_sum": jnp.sum(jnp.where(valid, bce, 0.0)),
-        "correct": jnp.sum(valid & correct),
-        "count": jnp.sum(valid),
-    }
-
-
-_train_step_jit = jax.jit(train_step, donate_argnums=0)
-_eval_step_jit = jax.jit(eval_step)
-
-
 def _padded_batches(n: int, batch_size: int, order: np.ndarray | None = None):
     """Index arrays of exactly `batch_size` (the last one padded) plus the validity mask."""
     idx = np.arange(n) if order is None else order
@@ -165,20 +85,6 @@ def _padded_batches(n: int, batch_size: int, order: np.ndarray | None = None):
             valid[len(chunk) :] = False
             chunk = np.concatenate([chunk, np.zeros(batch_size - len(chunk), chunk.dtype)])
         yield chunk, valid
-
-
-def _evaluate(state, images, labels, batch_size: int = 256) -> tuple[float, float]:
-    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for chunk, valid in _padded_batches(len(images), batch_size):
-        batch = {
-            "image": to_unit_range(images[chunk]),
-            "label": labels[chunk].astype(np.int32),
-            "weight": valid.astype(np.float32),
-        }
-        out = _eval_step_jit(state, batch)
-        for k in totals:
-            totals[k] += float(out[k])
-    return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"]
 
 
 def fit_classifier(
@@ -194,60 +100,105 @@ def fit_classifier(
     class_weights: bool = True,
     model: nn.Module | None = None,
     verbose: bool = False,
+    workdir: str | Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train the classifier (paper 000 protocol); return the best-validation-loss variables
-    (`{"params": ...}`, plus `"batch_stats"` for BatchNorm models) and the history.
+    """Train the classifier (paper 000 protocol) through the engine; return the
+    best-validation-loss variables (`{"params": ...}`, plus `"batch_stats"` for BatchNorm
+    models) and the history.
 
-    Images are uint8 NHWC. Shuffling, init and dropout all derive from `seed`. The last partial
-    batch of an epoch is padded with zero-weight rows, so one compiled step serves every batch.
-    `history` has per-epoch `train_loss`, `val_loss`, `val_accuracy`, plus `best_epoch` (0-based)
-    and `class_weights`.
+    Images are uint8 NHWC. The run is `epochs * ceil(n / batch_size)` engine steps over the
+    engine's epoch stream (one shuffled pass per epoch, batches running across epoch
+    boundaries), each example weighted by its class's balanced weight; validation loss and
+    accuracy are measured at every epoch boundary and the best epoch's weights kept (the
+    engine's `Validation` hook). Init, order and dropout derive from `seed`. `workdir` keeps the
+    run (checkpoints, metrics, TensorBoard) there; by default it is a scratch run in a temporary
+    directory (`train(..., scratch=True)`: nothing saved).
+    `history` has per-epoch `train_loss`, `val_loss`, `val_accuracy`, plus `best_epoch`
+    (0-based) and `class_weights`.
     """
+    from jaxsynth.train.hooks import Validation
+    from jaxsynth.train.loop import TrainData, read_jsonl, train
+
     model = canonical_model(model)
     train_labels = np.asarray(train_labels).astype(np.int32)
     val_labels = np.asarray(val_labels).astype(np.int32)
     if len(train_images) != len(train_labels) or len(val_images) != len(val_labels):
         raise ValueError("images and labels differ in length")
     cw = balanced_class_weights(train_labels) if class_weights else np.ones(2, np.float32)
-    state = create_state(model, train_images.shape[1:], lr=lr, seed=seed)
-    rng = np.random.default_rng(seed)
+    per_epoch = math.ceil(len(train_images) / batch_size)
+    config = run_config(
+        image_size=int(train_images.shape[1]),
+        batch_size=batch_size,
+        num_steps=epochs * per_epoch,
+        lr=lr,
+        seed=seed,
+        log_every=per_epoch,
+    )
+    task = ClassifierTask(config, net=model)
+    validation = Validation(
+        task=task, arrays={"image": val_images, "label": val_labels}, every=per_epoch
+    )
+    data = TrainData(
+        arrays={"image": train_images, "label": train_labels, "weight": cw[train_labels]}
+    )
+    with tempfile.TemporaryDirectory(prefix="jaxsynth-classifier-") as tmp:
+        run_dir = Path(workdir) if workdir is not None else Path(tmp)
+        train(
+            config,
+            run_dir,
+            data,
+            task=task,
+            stream=None if verbose else _Discard(),
+            hooks=[validation],
+            scratch=workdir is None,
+        )
+        records = read_jsonl(run_dir / "metrics.jsonl")
+    losses = {int(r["step"]): float(r["loss"]) for r in records if "loss" in r}
     history: dict[str, Any] = {
-        "train_loss": [],
-        "val_loss": [],
-        "val_accuracy": [],
+        "train_loss": [losses.get((e + 1) * per_epoch, float("nan")) for e in range(epochs)],
+        "val_loss": [h["val_loss"] for h in validation.history],
+        "val_accuracy": [h["val_accuracy"] for h in validation.history],
         "class_weights": cw.tolist(),
+        "best_epoch": validation.best_step // per_epoch - 1,
     }
-    best_loss, best_params, best_epoch = np.inf, None, -1
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = rng.permutation(len(train_images))
-        losses = []
-        for chunk, valid in _padded_batches(len(train_images), batch_size, order):
-            batch = {
-                "image": to_unit_range(train_images[chunk]),
-                "label": train_labels[chunk],
-                "weight": (cw[train_labels[chunk]] * valid).astype(np.float32),
-            }
-            state, metrics = _train_step_jit(state, batch)
-            losses.append(metrics["loss"])
-        train_loss = float(np.mean(jax.device_get(losses)))
-        val_loss, val_acc = _evaluate(state, val_images, val_labels)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(val_acc)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
-            best_params = jax.tree.map(lambda x: np.asarray(x), state.variables())
-        if verbose:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
-            print(
-                f"  epoch {epoch + 1}/{epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f}"
-                f" val_acc {val_acc:.3f} ({elapsed:.0f}s, ETA {eta:.0f}s)",
-                flush=True,
-            )
-    history["best_epoch"] = best_epoch
-    return best_params, history
+    return validation.best, history
+
+
+class _Discard:
+    """A text stream that drops everything (a quiet in-memory run)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_config(
+    *,
+    image_size: int,
+    batch_size: int,
+    num_steps: int,
+    lr: float,
+    seed: int,
+    log_every: int,
+):
+    """The engine config of one `fit_classifier` run, from `configs/classifier.py`'s
+    declarations (one home for the keys and their defaults): no periodic checkpoints, the
+    training arrays on device, metrics every `log_every` steps."""
+    from jaxsynth.config import load_config
+
+    c = load_config("classifier")
+    c.image_size = image_size
+    c.batch_size = batch_size
+    c.num_steps = num_steps
+    c.seed = seed
+    c.checkpoint_every = 0
+    c.classifier.lr = float(lr)
+    c.train.log_every = log_every
+    c.train.keep_checkpoints = 1
+    c.train.device_data = "on"  # arrays the caller already holds in memory
+    return c
 
 
 @functools.cache
@@ -313,34 +264,37 @@ def train_and_score(
 class ClassifierTask:
     """The study's classifiers as a `jaxsynth.train.task.Task` for the shared training engine.
 
-    Same loss as `train_step` (class-weighted BCE), Adam. Config keys (all optional):
+    Class-weighted BCE (`weighted_bce`), Adam. Config keys:
     `classifier.model` (`paper_cnn` default, or `resnet18` / `resnet50` / `mobilenet_v2` from
     `jaxsynth.models.classifier`, built for `config.image_size`; their BatchNorm running
     statistics live in the engine's `ModelState.batch_stats` and are checkpointed with it),
     `classifier.lr` (1e-3), `classifier.class_weight` ((w_normal, w_tumour); default (1, 1):
     compute them from the training labels with `balanced_class_weights` and put them in the
-    config, since the engine's batches carry no per-example weight), and `classifier.hidden`,
-    `classifier.dropout` for `PaperCNN`. The engine's batch is `{"image", "label"}` (float32
-    [-1, 1], int32). `fit_classifier` remains the small loop the study uses (it also keeps the
-    best-validation-loss weights, which the engine does not do).
+    config; a batch with a per-example `weight` column, as `fit_classifier` gives, uses that
+    instead), and `classifier.hidden`, `classifier.dropout` for `PaperCNN`. `net` (a Flax
+    module) replaces the one the config names. The engine's batch is `{"image", "label",
+    "weight"?}` (float32 [-1, 1], int32, float32). `eval_step` and `eval_variables` serve the
+    engine's `Validation` hook. Tasks with the same module, learning rate and class weights
+    share compiled programs (`cache_key`).
     """
 
     name = "classifier"
     ema_name = "model"
     conditional = False
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, net: nn.Module | None = None) -> None:
         from jaxsynth.models.classifier import build_from_config, has_batch_stats
 
         cfg = config.classifier  # every key declared, with its default, in configs/classifier.py
         self.lr = float(cfg.lr)
         self.class_weight = tuple(float(w) for w in cfg.class_weight)
-        if cfg.model == "paper_cnn":
+        if net is None and cfg.model == "paper_cnn":
             net = PaperCNN(hidden=int(cfg.hidden), dropout_rate=float(cfg.dropout))
-        else:  # the study's builder: same names, same one-line error for an unknown one
+        elif net is None:  # the study's builder: same names, same one-line error for an unknown
             net = build_from_config(cfg, int(config.image_size))
         self.net = canonical_model(net)
         self.batch_norm = has_batch_stats(self.net)
+        self.cache_key = (self.net, self.lr, self.class_weight)
 
     def init(self, rng, sample_batch):
         from jaxsynth.train.state import ModelState, TrainState
@@ -355,8 +309,34 @@ class ClassifierTask:
         )
         return TrainState.create(base_rng, {"model": model})
 
+    def _weights(self, batch) -> jnp.ndarray:
+        if "weight" in batch:
+            return batch["weight"]
+        return jnp.asarray(self.class_weight, jnp.float32)[batch["label"]]
+
+    def eval_variables(self, state) -> dict:
+        """The variables `apply` and `predict_proba` take (params, BatchNorm statistics)."""
+        model = state["model"]
+        return {
+            "params": model.params,
+            **({"batch_stats": model.batch_stats} if self.batch_norm else {}),
+        }
+
+    def eval_step(self, state, batch) -> dict:
+        """Sums over a padded batch (`weight` 0 on padding): unweighted BCE (Keras' val_loss),
+        correct predictions, rows."""
+        logits = self.net.apply(self.eval_variables(state), batch["image"], train=False)
+        valid = batch["weight"] > 0
+        bce = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(jnp.float32))
+        correct = (logits > 0) == (batch["label"] > 0)
+        return {
+            "loss": jnp.sum(jnp.where(valid, bce, 0.0)),
+            "accuracy": jnp.sum(valid & correct).astype(jnp.float32),
+            "count": jnp.sum(valid).astype(jnp.float32),
+        }
+
     def train_step(self, state, batch, rng):
-        weights = jnp.asarray(self.class_weight, jnp.float32)[batch["label"]]
+        weights = self._weights(batch)
         model = state["model"]
 
         def loss_fn(params):
@@ -376,10 +356,10 @@ class ClassifierTask:
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.params)
         model = model.apply_gradients(grads, batch_stats=updates.get("batch_stats"))
-        return state.with_model("model", model), {
-            "loss": loss,
-            "grad_norm": optax.global_norm(grads),
-        }
+        # No grad-norm metric: on XLA:CPU the extra reduction over the gradients measured ~25 %
+        # of this small CNN's step (docs/speed.md); a non-finite gradient makes the next
+        # step's loss non-finite, which the engine's guard catches one step later.
+        return state.with_model("model", model), {"loss": loss}
 
 
 def make_task(config) -> ClassifierTask:

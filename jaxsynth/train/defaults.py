@@ -20,6 +20,8 @@ def engine_config() -> ml_collections.ConfigDict:
     t.ssim_samples = 64  # generated images per SSIM evaluation
     t.fid_every = 0  # steps between FID-vs-held-out evaluations (0 = never; see eval/monitor.py)
     t.fid_samples = 256  # generated images per FID evaluation
+    t.eval_every = 0  # steps between validation evaluations (0 = never); needs task.eval_step
+    t.keep_best = "loss"  # keep the weights with the lowest val_<this> in <workdir>/best ("": no)
     t.inception_weights = ""  # pytorch-fid's .pth (local); empty = domain features
     t.data_workers = 0  # Grain worker processes
     t.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 params (GPU/TPU)

@@ -39,35 +39,76 @@ def use_device_data(mode: str, arrays: dict[str, np.ndarray], max_bytes: int) ->
     return mode == "on"
 
 
-def put_on_device(arrays: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
-    """The training arrays (uint8 images/masks, int32 labels), replicated on every device.
+RECORD_KEYS = ("image", "label", "mask", "weight")  # per-record arrays the engine draws from
+BUCKET = 256  # device arrays are padded to a multiple of this many records
+
+
+def padded_size(n: int) -> int:
+    """Records on device for `n` real ones: `n` below `BUCKET`, else the next multiple of
+    `BUCKET`. WHY: the record count is then a runtime value, not a shape, so the study's arms
+    (training sets of different sizes) share one compiled step per bucket instead of compiling
+    one each; tiny sets stay exact so a batch spans few epochs (see `min_count`)."""
+    n = int(n)
+    return n if n < BUCKET else -(-n // BUCKET) * BUCKET
+
+
+def min_count(size: int) -> int:
+    """The fewest real records an array of `size` rows holds (a static bound on how many
+    epochs one batch can span: fewer means fewer permutations drawn per step)."""
+    return size if size < BUCKET else max(BUCKET, size - BUCKET + 1)
+
+
+def put_on_device(arrays: dict[str, np.ndarray], sharding, data_key) -> dict[str, jax.Array]:
+    """The training arrays, zero-padded to `padded_size` records and replicated on every
+    device, plus `count` (the real records, int32) and `data_key` (the record order's key).
 
     Every process holds the full arrays (the engine gets the whole training split), so a
     callback returning the whole array is multi-host safe."""
+    n = len(arrays["image"])
+    size = padded_size(n)
     out = {}
-    for key in ("image", "label", "mask"):
+    for key in RECORD_KEYS:
         if key not in arrays:
             continue
         a = np.asarray(arrays[key])
         a = a.astype(np.int32) if key == "label" else a
+        a = a.astype(np.float32) if key == "weight" else a
+        a = np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)])
         out[key] = jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
+    out["count"] = jax.device_put(np.int32(n), sharding)
+    out["data_key"] = jax.device_put(np.asarray(data_key), sharding)
     return out
 
 
-def _epoch_perm(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
-    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+def _epoch_perm(key: jax.Array, epoch: jax.Array, n, size: int) -> jax.Array:
+    """A uniformly random order of records `0..n-1` in the first `n` of `size` slots (the rest
+    are padding). `n` may be traced: sorting random 32-bit keys with the padding's forced to the
+    maximum (a stable sort keeps real records, which have lower indices, ahead of ties)."""
+    bits = jax.random.bits(jax.random.fold_in(key, epoch), (size,), jnp.uint32)
+    bits = jnp.where(jnp.arange(size) < n, bits, jnp.uint32(0xFFFFFFFF))
+    return jnp.argsort(bits, stable=True).astype(jnp.int32)
 
 
-def batch_indices(key: jax.Array, step: jax.Array, n: int, batch: int) -> jax.Array:
+def batch_indices(
+    key: jax.Array,
+    step: jax.Array,
+    n,
+    batch: int,
+    size: int | None = None,
+    least: int | None = None,
+) -> jax.Array:
     """Record indices of global batch `step`: records `step*batch ... +batch` of the stream
-    that concatenates one permutation of `range(n)` per epoch (permutation e keyed by
-    `fold_in(key, e)`). A batch spans at most ceil(batch/n)+1 epochs."""
+    that concatenates one shuffled pass over records `0..n-1` per epoch (epoch e keyed by
+    `fold_in(key, e)`). `n` may be traced when `size` (the padded length) and `least` (a static
+    lower bound on n) are given; a batch spans at most ceil(batch/least)+1 epochs."""
+    size = int(n) if size is None else size
+    least = int(n) if least is None else least
     start = step.astype(jnp.int32) * batch + jnp.arange(batch, dtype=jnp.int32)
     epoch = start // n
     pos = start % n
     first = epoch[0]
-    spans = -(-batch // n) + 1
-    perms = jnp.stack([_epoch_perm(key, first + e, n) for e in range(spans)])
+    spans = -(-batch // least) + 1
+    perms = jnp.stack([_epoch_perm(key, first + e, n, size) for e in range(spans)])
     return perms[epoch - first, pos]
 
 
@@ -93,15 +134,20 @@ def draw_batch(
     augment: str = "none",
 ) -> dict[str, jax.Array]:
     """The engine's batch for `step` from device-resident arrays: image float32 [-1, 1],
-    label int32, mask float32 {0, 1} (B, H, W, 1) when present. The record order uses
-    `fold_in(key, 0)`, the augmentations `fold_in(fold_in(key, 1), step)`."""
-    n = data["image"].shape[0]
+    label int32, mask float32 {0, 1} (B, H, W, 1) and weight float32 when present. With
+    `data["count"]` (arrays padded by `put_on_device`) only the first `count` records are
+    drawn. The record order uses `fold_in(key, 0)`, the augmentations
+    `fold_in(fold_in(key, 1), step)`."""
+    size = data["image"].shape[0]
+    n, least = (data["count"], min_count(size)) if "count" in data else (size, size)
     order_key, aug_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    idx = batch_indices(order_key, step, n, batch)
+    idx = batch_indices(order_key, step, n, batch, size, least)
     image = data["image"][idx].astype(jnp.float32) / 127.5 - 1.0
     out = {"image": image, "label": data["label"][idx].astype(jnp.int32)}
     if "mask" in data:
         out["mask"] = (data["mask"][idx] > 0).astype(jnp.float32)[..., None]
+    if "weight" in data:
+        out["weight"] = data["weight"][idx].astype(jnp.float32)
     if augment != "none":
         akey = jax.random.fold_in(aug_key, step)
         fkey, rkey = jax.random.split(akey)

@@ -176,18 +176,142 @@ class Pause:
         time.sleep(self.seconds)
 
 
+def _eval_batches(arrays: dict, batch_size: int) -> list[dict]:
+    """Held-out arrays as fixed-size batches (one compiled eval step): image float32 [-1, 1],
+    label int32, weight 1 on real rows and 0 on the last batch's padding."""
+    images, labels = np.asarray(arrays["image"]), np.asarray(arrays["label"], np.int32)
+    n = len(images)
+    size = min(batch_size, max(n, 1))
+    out = []
+    for start in range(0, n, size):
+        idx = np.arange(start, start + size)
+        valid = idx < n
+        idx = np.where(valid, idx, 0)
+        out.append(
+            {
+                "image": jnp.asarray(images[idx].astype(np.float32) / 127.5 - 1.0),
+                "label": jnp.asarray(labels[idx]),
+                "weight": jnp.asarray(valid.astype(np.float32)),
+            }
+        )
+    return out
+
+
+@dataclasses.dataclass(kw_only=True)
+class Validation:
+    """Held-out evaluation every `every` steps and at the end, keeping the best weights.
+
+    WHY a hook and not a loop of its own: early stopping on a validation split (Rane 2026's
+    classifier keeps the epoch with the lowest validation loss, as Keras' `restore_best_weights`)
+    is the one thing the study's classifiers needed beyond the engine; as a hook every model
+    trained by the engine gets it, with the engine's checkpoints, resume and logging.
+
+    The task's `eval_step(state, batch) -> {name: sum over the batch's weighted rows, ...,
+    "count": rows}` runs over `arrays` in fixed-size padded batches; `val_<name>` = sum / count
+    is logged. With `keep` (a name of `eval_step`'s sums), the weights (`task.eval_variables`)
+    with the lowest `val_<keep>` are kept on the host (`best`, `best_step`); with `persist` they
+    are also saved in `<workdir>/best` by an Orbax manager that keeps only the best checkpoint
+    (`best_fn`), and a resumed run restores them, so a stop never loses the best epoch.
+    """
+
+    task: Any
+    arrays: dict
+    every: int
+    keep: str = "loss"
+    persist: bool = False
+    batch_size: int = 256
+    reads_state: ClassVar[bool] = True
+    history: list = dataclasses.field(default_factory=list, init=False)
+    best: Any = dataclasses.field(default=None, init=False)
+    best_step: int = dataclasses.field(default=-1, init=False)
+    best_value: float = dataclasses.field(default=float("inf"), init=False)
+    _batches: Any = dataclasses.field(default=None, init=False)
+    _manager: Any = dataclasses.field(default=None, init=False)
+
+    def due(self, prev: int, step: int, final: bool) -> bool:
+        return crossed(prev, step, self.every) or final
+
+    def _fn(self):
+        from jaxsynth.train.steps import cached_programs
+
+        return cached_programs(self.task, ("eval",), lambda: jax.jit(self.task.eval_step))
+
+    def _open(self, workdir: Path, state) -> None:
+        """The best-checkpoint manager; a resumed run takes its best over."""
+        import orbax.checkpoint as ocp
+
+        key = f"val_{self.keep}"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1,
+            best_fn=lambda metrics: metrics[key],
+            best_mode="min",
+            create=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager((workdir / "best").resolve(), options=options)
+        step = self._manager.best_step()
+        if step is not None and self.best is None:
+            template = jax.tree.map(np.asarray, jax.device_get(self.task.eval_variables(state)))
+            self.best = self._manager.restore(step, args=ocp.args.StandardRestore(template))
+            self.best_step = int(step)
+            record = json.loads((workdir / "best" / "best.json").read_text())
+            self.best_value = float(record[key])
+
+    def __call__(self, state, step: int, ctx: HookContext) -> None:
+        if self._batches is None:
+            self._batches = _eval_batches(self.arrays, self.batch_size)
+        if self.persist and self._manager is None:
+            self._open(ctx.workdir, state)
+        fn = self._fn()
+        sums = [fn(state, batch) for batch in self._batches]
+        totals = {k: float(np.sum([np.asarray(o[k], np.float64) for o in sums])) for k in sums[0]}
+        count = max(totals.pop("count"), 1.0)
+        values = {f"val_{k}": v / count for k, v in totals.items()}
+        self.history.append({"step": step, **values})
+        ctx.scalars(step, values)
+        value = values.get(f"val_{self.keep}") if self.keep else None
+        if value is None or not value < self.best_value:
+            return
+        self.best_value, self.best_step = value, step
+        self.best = jax.tree.map(np.asarray, jax.device_get(self.task.eval_variables(state)))
+        if self.persist:
+            import orbax.checkpoint as ocp
+
+            self._manager.save(step, args=ocp.args.StandardSave(self.best), metrics=values)
+            self._manager.wait_until_finished()
+            if ctx.is_main:
+                tmp = ctx.workdir / "best" / "best.json.tmp"
+                tmp.write_text(json.dumps({"step": step, **values}))
+                tmp.replace(ctx.workdir / "best" / "best.json")
+
+
 def evaluator_hooks(task, settings, data) -> list[Hook]:
     """The built-in evaluators the config asks for: grids (`train.sample_every`, with
     `train.sample_grid` images), SSIM to real (`train.ssim_every`, `train.ssim_samples`; needs
     `data.real_images`), the FID curve (`train.fid_every`, `train.fid_samples`; needs
-    `data.heldout_images`). Tasks without a sampler get none. `settings`: `engine_settings`."""
+    `data.heldout_images`), and validation with keep-best (`train.eval_every`,
+    `train.keep_best`; needs `task.eval_step` and `data.val_arrays`). `settings`:
+    `engine_settings`."""
+    hooks: list[Hook] = []
+    if (
+        settings.eval_every
+        and data.val_arrays is not None
+        and callable(getattr(task, "eval_step", None))
+    ):
+        hooks.append(
+            Validation(
+                task=task,
+                arrays=data.val_arrays,
+                every=int(settings.eval_every),
+                keep=str(settings.keep_best),
+                persist=bool(settings.keep_best),
+            )
+        )
     if not has_sampler(task):
-        return []
+        return hooks
     sampler = Sampler(task, len(data.class_names))
     key = jax.random.PRNGKey(SAMPLE_GRID_SEED)
-    hooks: list[Hook] = [
-        SampleGrid(sampler, int(settings.sample_every), int(settings.sample_grid), key)
-    ]
+    hooks.append(SampleGrid(sampler, int(settings.sample_every), int(settings.sample_grid), key))
     if data.real_images is not None:
         hooks.append(
             SsimToReal(

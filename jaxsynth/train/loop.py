@@ -63,6 +63,7 @@ from jaxsynth.train.progress import Progress
 from jaxsynth.train.state import TrainState
 from jaxsynth.train.steps import (
     AotSteps,
+    cached_programs,
     device_draw,
     make_device_data_step_fns,
     make_step_fns,
@@ -90,6 +91,8 @@ class TrainData:
     domain_features: a zero-argument callable that builds the feature extractor of the FID
       curve when no Inception weights are given (`jaxsynth.tasks.domain.domain_features`);
       called at the first FID evaluation only.
+    val_arrays: real validation images and labels (`{"image", "label"}`) for the validation
+      hook (`train.eval_every`): early stopping and keep-best.
     """
 
     arrays: dict[str, np.ndarray]
@@ -98,6 +101,7 @@ class TrainData:
     heldout_images: np.ndarray | None = None
     heldout_labels: np.ndarray | None = None
     domain_features: Any = None
+    val_arrays: dict[str, np.ndarray] | None = None
 
 
 @dataclasses.dataclass
@@ -120,6 +124,8 @@ def _sample_batch(
     }
     if "mask" in arrays:
         out["mask"] = np.zeros((global_batch_size, h, w, 1), np.float32)
+    if "weight" in arrays:
+        out["weight"] = np.zeros((global_batch_size,), np.float32)
     return out
 
 
@@ -157,7 +163,7 @@ class _StopFlag:
         return False
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -198,10 +204,15 @@ def train(
     task: Task | None = None,
     stream=None,
     hooks: list[Hook] | tuple[Hook, ...] = (),
+    scratch: bool = False,
 ) -> TrainResult:
     """Train `config.task` on `data` for `config.num_steps` steps in `workdir` (resuming).
 
-    `hooks` run after the config's evaluators (`jaxsynth.train.hooks.evaluator_hooks`)."""
+    `hooks` run after the config's evaluators (`jaxsynth.train.hooks.evaluator_hooks`).
+    `scratch`: the caller keeps only what `train` returns and what its hooks hold (a study's
+    small classifiers); the workdir gets `metrics.jsonl` only: no checkpoints, TensorBoard
+    events, curve PNGs or config/environment files, which would cost more than some of those
+    runs take to train."""
     maybe_initialize_distributed()
     out = stream or sys.stdout
     workdir = Path(workdir)
@@ -238,7 +249,10 @@ def train(
                 f"{len(data.arrays['image'])} training images"
             )
         data_iter = None
+        data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
+        device_arrays = put_on_device(data.arrays, rep, data_key)
     else:
+        device_arrays = None
         loader = make_loader(
             data.arrays,
             global_batch_size=config.batch_size,
@@ -250,7 +264,21 @@ def train(
     sample_batch = _sample_batch(data.arrays, config.batch_size)
     base_rng = jax.random.PRNGKey(config.seed)
 
-    ckpt = RunCheckpointer(workdir, keep=settings.keep_checkpoints)
+    programs = cached_programs(
+        task,
+        (
+            mesh.devices.shape,
+            tuple(d.id for d in mesh.devices.flat),
+            on_device,
+            config.batch_size,
+            augment,
+            _shapes(device_arrays if on_device else sample_batch),
+        ),
+        lambda: _build_programs(task, mesh, config.batch_size, augment, on_device),
+    )
+    ckpt = (
+        _NoCheckpoints(workdir) if scratch else RunCheckpointer(workdir, settings.keep_checkpoints)
+    )
     abstract = abstract_state(task, base_rng, sample_batch, rep, config.image_size)
     restored = resume(
         ckpt,
@@ -270,23 +298,23 @@ def train(
     if restored is not None:
         state, data_iter = restored[0], restored[1]
     else:
-        state = jax.jit(task.init, out_shardings=rep)(base_rng, sample_batch)
+        state = programs.init(base_rng, sample_batch)
         ckpt.save(state, data_iter, cfg_dict)  # step 0: there is always a last good checkpoint
-    if is_main:
+    if is_main and not scratch:
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
         write_environment(workdir)
 
-    metric_names: list[str] = []  # filled when the step is traced (one packed vector)
-    if on_device:
-        device_arrays = put_on_device(data.arrays, rep)
-        data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
-        draw = device_draw(data_key, config.batch_size, augment, mesh)
-        step_single, step_multi = make_device_data_step_fns(task, mesh, draw, metric_names)
-        compiled = AotSteps(step_single, step_multi, state, device_arrays, None, mesh, out)
-    else:
-        step_single, step_multi = make_step_fns(task, mesh, metric_names)
-        sample = _sample_batch(data.arrays, config.batch_size)
-        compiled = AotSteps(step_single, step_multi, state, sample, config.batch_size, mesh, out)
+    compiled = AotSteps(
+        programs.step_single,
+        programs.step_multi,
+        state,
+        device_arrays if on_device else sample_batch,
+        None if on_device else config.batch_size,
+        mesh,
+        out,
+        programs.compiled,
+    )
+    metric_names = programs.metric_names
 
     def produce(first: int, local: list[dict]):
         return _device_batch(first, local, mesh)
@@ -297,7 +325,8 @@ def train(
             return DeviceDataFeed(device_arrays, plan)
         return DevicePrefetcher(data_iter, plan, produce, int(settings.prefetch))
 
-    writer = MultiWriter([TensorBoardWriter(workdir / "tb"), ConsoleWriter(out)] if is_main else [])
+    tensorboard = [] if scratch else [TensorBoardWriter(workdir / "tb")]
+    writer = MultiWriter([*tensorboard, ConsoleWriter(out)] if is_main else [])
     metrics_path = workdir / "metrics.jsonl"
     averager = MetricAverager()
     step = int(jax.device_get(state.step))
@@ -373,9 +402,57 @@ def train(
     ckpt.close()
     writer.flush()
     writer.close()
-    if is_main:
-        _write_curves(workdir, _read_jsonl(metrics_path))
+    if is_main and not scratch:
+        _write_curves(workdir, read_jsonl(metrics_path))
     return TrainResult(state, step, interrupted, resumed_from, workdir)
+
+
+class _NoCheckpoints:
+    """The checkpointer of a scratch run (`train(..., scratch=True)`): holds nothing, saves
+    nothing, so the run starts fresh every time."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.directory = Path(workdir)
+
+    def all_steps(self) -> list[int]:
+        return []
+
+    def latest_step(self) -> None:
+        return None
+
+    def save(self, state, data_iter, config) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class _Programs:
+    """A run's jitted init and steps, and the executables compiled from them (by K)."""
+
+    init: Any
+    step_single: Any
+    step_multi: Any
+    metric_names: list[str]  # filled when the step is traced (one packed vector)
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+
+def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: bool) -> _Programs:
+    rep = replicated(mesh)
+    names: list[str] = []
+    if on_device:
+        draw = device_draw(batch_size, augment, mesh)
+        single, multi = make_device_data_step_fns(task, mesh, draw, names)
+    else:
+        single, multi = make_step_fns(task, mesh, names)
+    return _Programs(jax.jit(task.init, out_shardings=rep), single, multi, names)
+
+
+def _shapes(tree) -> tuple:
+    return tuple(
+        (k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v)))) for k, v in sorted(tree.items())
+    )
 
 
 def _device_batch(first: int, local: list[dict], mesh) -> dict:

@@ -85,9 +85,12 @@ class ModelState:
         """
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        t = self.ema_updates.astype(jnp.float32)
-        decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
-        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, self.ema_params, params)
+        if self.ema_decay == 0.0:  # no average wanted (classifiers): skip a pass over params
+            ema = params
+        else:
+            t = self.ema_updates.astype(jnp.float32)
+            decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, self.ema_params, params)
         return self.replace(
             params=params,
             opt_state=opt_state,

@@ -8,7 +8,9 @@ number (the basis of exact resume).
 
 from __future__ import annotations
 
+import collections
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,10 +30,13 @@ class AotSteps:
     dispatch size k (K, and 1 for a tail of fewer than K steps), built on first use.
     """
 
-    def __init__(self, step_single, step_multi, state, sample, global_batch_size, mesh, out):
+    def __init__(
+        self, step_single, step_multi, state, sample, global_batch_size, mesh, out, compiled=None
+    ):
         """`sample`: a zero global batch (Grain path: K of them are stacked per dispatch), or
         with `global_batch_size=None` the device-resident arrays (the same every dispatch;
-        `step_multi(k)` then gives the jitted K-step function)."""
+        `step_multi(k)` then gives the jitted K-step function). `compiled`: a dict shared
+        with earlier runs of the same program (`cached_programs`), filled on first use."""
         self._fns = {1: step_single, "multi": step_multi}
         self._state_spec = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
@@ -40,7 +45,7 @@ class AotSteps:
         self._device_data = global_batch_size is None
         self._mesh = mesh
         self._out = out
-        self._compiled: dict[int, Any] = {}
+        self._compiled: dict[int, Any] = {} if compiled is None else compiled
 
     def __call__(self, k: int):
         if k not in self._compiled and self._device_data:
@@ -73,6 +78,29 @@ class AotSteps:
             file=self._out,
             flush=True,
         )
+
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+MAX_CACHED_PROGRAMS = 8
+
+
+def cached_programs(task: Task, parts: tuple, build: Callable[[], Any]) -> Any:
+    """`build()`'s result (the jitted init and steps, their compiled executables), shared by
+    every run whose task has the same `cache_key` and whose `parts` (mesh, batch, augmentation,
+    array shapes) are equal. WHY: a study trains dozens of small classifiers of one
+    architecture; compiling each one's init and step again costs seconds per model, more than
+    some of them take to train. Tasks without a `cache_key` attribute compile per run."""
+    key = getattr(task, "cache_key", None)
+    if key is None:
+        return build()
+    full = (type(task).__module__, type(task).__qualname__, key, parts)
+    if full in _PROGRAMS:
+        _PROGRAMS.move_to_end(full)
+        return _PROGRAMS[full]
+    _PROGRAMS[full] = value = build()
+    while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return value
 
 
 def _metrics_out(metrics: dict, names: list | None):
@@ -121,11 +149,13 @@ def make_step_fns(task: Task, mesh, names: list | None = None) -> tuple[Any, Any
     return step_single, step_multi
 
 
-def device_draw(data_key, global_batch_size: int, augment: str, mesh):
-    """`(device arrays, step) -> batch` drawn inside the compiled step, sharded on "data"."""
+def device_draw(global_batch_size: int, augment: str, mesh):
+    """`(device arrays, step) -> batch` drawn inside the compiled step, sharded on "data". The
+    record order's key and the record count are inputs (`put_on_device`), not constants, so one
+    compiled step serves every seed and every training-set size in a bucket."""
 
     def draw(arrays, step):
-        batch = draw_batch(arrays, data_key, step, global_batch_size, augment)
+        batch = draw_batch(arrays, arrays["data_key"], step, global_batch_size, augment)
         return jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
 
     return draw

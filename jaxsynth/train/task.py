@@ -49,8 +49,14 @@ Contract, in detail:
   the batch are global, so BatchNorm and losses are identical on 1 or N devices). Several
   optimiser updates per step are fine (GAN: D then G; WGAN-GP: `lax.scan` over n_critic D
   updates, each on its own slice of the batch). `metrics` is a flat dict of float32 scalars:
-  include every loss and the global grad norm of every network; the engine's NaN/Inf guard stops
+  include every loss and, unless it costs a measurable share of the step (the small classifier:
+  docs/speed.md), the global grad norm of every network; the engine's NaN/Inf guard stops
   the run if ANY metric is non-finite, so report the values that could diverge.
+* ``eval_step(state, batch) -> {name: sum, ..., "count": rows}`` and ``eval_variables(state)``
+  (optional, together): held-out evaluation for the `Validation` hook (`train.eval_every`;
+  batches carry a `weight` of 0 on padding rows) and the weights it keeps as the best.
+* ``cache_key`` (optional attribute, hashable): tasks with equal keys behave identically, so
+  the engine reuses their compiled init and steps across runs (`steps.cached_programs`).
 * ``sample(state, rng, n, labels=None) -> float32 (n,H,W,3) in [-1, 1]`` (optional). Use the EMA
   params (`state[ema_name].ema_variables`). `labels` is int32 (n,) or None (unconditional). Called
   under jit by the engine for sample grids / the SSIM curve, and by `jaxsynth sample`.
