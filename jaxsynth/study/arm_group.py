@@ -1,8 +1,10 @@
-"""Classifier stages that train together: one vmapped program for many (arm, seed) stages.
+"""Classifier stages that train in one call: many (arm, seed) stages, one batch of engine runs.
 
 WHY: every (arm, seed) classifier is its own cached stage (a killed study loses nothing; a
-changed generator reruns only its arms), but trained one at a time they cost a few seconds of
-mostly Python dispatch each, 24 in the default study and 63+ in a ratio sweep. An `ArmGroup`
+changed generator reruns only its arms), but the classifiers of one study phase share their
+compiled engine programs and their scoring (one vmapped prediction on GPU/TPU), 45 in the
+default study and 63+ in a ratio sweep; batching them also leaves room for training them in one
+program once the engine has a member axis (the speed issue). An `ArmGroup`
 collects the stages of one study phase (the original arm × seeds; all augmented arms × seeds;
 the sweep's fractions × seeds); the first of them that runs trains every member whose stage is
 not already cached on disk in one `train_and_score_pairs` call, and each member stage then
@@ -73,7 +75,7 @@ class ArmGroup:
                 pairs.append((arm, m.seed))
                 names.append(name)
         print(
-            f"training {len(pairs)} classifiers together (fit_classifiers)",
+            f"training {len(pairs)} classifiers (one engine run each, compiled once)",
             flush=True,
         )
         for name, out in zip(
