@@ -143,6 +143,26 @@ class RunCheckpointer:
             self.manager.close()
 
 
+class NoCheckpoints:
+    """The checkpointer of a scratch run (`train(..., scratch=True)`): holds nothing, saves
+    nothing, so the run starts fresh every time."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.directory = Path(workdir)
+
+    def all_steps(self) -> list[int]:
+        return []
+
+    def latest_step(self) -> None:
+        return None
+
+    def save(self, state, data_iter, config) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def resume(
     ckpt: RunCheckpointer,
     abstract_state: Any,

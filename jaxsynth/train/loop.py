@@ -20,7 +20,10 @@ What the engine does around a `Task` (see `jaxsynth.train.task` for the contract
 * logs averaged metrics (clu) to TensorBoard event files (`<workdir>/tb`), `metrics.jsonl` and the
   console (step, losses, steps/s, ETA), and the loss / SSIM / FID curves as PNGs;
 * calls hooks between dispatches (`jaxsynth.train.hooks`): the evaluators the config asks for
-  (sample grids, SSIM to real, the FID curve) and any a caller passes in.
+  (sample grids, SSIM to real, the FID curve, validation with keep-best) and any a caller
+  passes in;
+* shares compiled programs between runs of equal tasks (`steps.run_programs`), and with
+  `scratch=True` writes nothing but `metrics.jsonl` (the study's in-memory classifiers).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from jaxsynth.config import config_to_dict
 from jaxsynth.data.pipeline import make_loader, to_global
 from jaxsynth.errors import UserError
 from jaxsynth.train import visuals
-from jaxsynth.train.checkpoint import RunCheckpointer, abstract_state, resume
+from jaxsynth.train.checkpoint import NoCheckpoints, RunCheckpointer, abstract_state, resume
 from jaxsynth.train.defaults import engine_settings
 from jaxsynth.train.device_data import (
     DATA_STREAM,
@@ -63,10 +66,7 @@ from jaxsynth.train.progress import Progress
 from jaxsynth.train.state import TrainState
 from jaxsynth.train.steps import (
     AotSteps,
-    cached_programs,
-    device_draw,
-    make_device_data_step_fns,
-    make_step_fns,
+    run_programs,
 )
 from jaxsynth.train.task import Task, build_task
 from jaxsynth.validate import check_train_config
@@ -264,20 +264,11 @@ def train(
     sample_batch = _sample_batch(data.arrays, config.batch_size)
     base_rng = jax.random.PRNGKey(config.seed)
 
-    programs = cached_programs(
-        task,
-        (
-            mesh.devices.shape,
-            tuple(d.id for d in mesh.devices.flat),
-            on_device,
-            config.batch_size,
-            augment,
-            _shapes(device_arrays if on_device else sample_batch),
-        ),
-        lambda: _build_programs(task, mesh, config.batch_size, augment, on_device),
+    programs = run_programs(
+        task, mesh, config.batch_size, augment, device_arrays if on_device else sample_batch
     )
     ckpt = (
-        _NoCheckpoints(workdir) if scratch else RunCheckpointer(workdir, settings.keep_checkpoints)
+        NoCheckpoints(workdir) if scratch else RunCheckpointer(workdir, settings.keep_checkpoints)
     )
     abstract = abstract_state(task, base_rng, sample_batch, rep, config.image_size)
     restored = resume(
@@ -405,54 +396,6 @@ def train(
     if is_main and not scratch:
         _write_curves(workdir, read_jsonl(metrics_path))
     return TrainResult(state, step, interrupted, resumed_from, workdir)
-
-
-class _NoCheckpoints:
-    """The checkpointer of a scratch run (`train(..., scratch=True)`): holds nothing, saves
-    nothing, so the run starts fresh every time."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.directory = Path(workdir)
-
-    def all_steps(self) -> list[int]:
-        return []
-
-    def latest_step(self) -> None:
-        return None
-
-    def save(self, state, data_iter, config) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@dataclasses.dataclass
-class _Programs:
-    """A run's jitted init and steps, and the executables compiled from them (by K)."""
-
-    init: Any
-    step_single: Any
-    step_multi: Any
-    metric_names: list[str]  # filled when the step is traced (one packed vector)
-    compiled: dict = dataclasses.field(default_factory=dict)
-
-
-def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: bool) -> _Programs:
-    rep = replicated(mesh)
-    names: list[str] = []
-    if on_device:
-        draw = device_draw(batch_size, augment, mesh)
-        single, multi = make_device_data_step_fns(task, mesh, draw, names)
-    else:
-        single, multi = make_step_fns(task, mesh, names)
-    return _Programs(jax.jit(task.init, out_shardings=rep), single, multi, names)
-
-
-def _shapes(tree) -> tuple:
-    return tuple(
-        (k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v)))) for k, v in sorted(tree.items())
-    )
 
 
 def _device_batch(first: int, local: list[dict], mesh) -> dict:

@@ -9,12 +9,14 @@ number (the basis of exact resume).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsynth.train.device_data import draw_batch
 from jaxsynth.train.mesh import batch_sharding, replicated
@@ -186,3 +188,48 @@ def make_device_data_step_fns(task: Task, mesh, draw, names: list | None = None)
         )
 
     return jitted(one_step), multi
+
+
+@dataclasses.dataclass
+class Programs:
+    """A run's jitted init and steps, and the executables compiled from them (by K)."""
+
+    init: Any
+    step_single: Any
+    step_multi: Any
+    metric_names: list[str]  # filled when the step is traced (one packed vector)
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+
+def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: bool) -> Programs:
+    rep = replicated(mesh)
+    names: list[str] = []
+    if on_device:
+        draw = device_draw(batch_size, augment, mesh)
+        single, multi = make_device_data_step_fns(task, mesh, draw, names)
+    else:
+        single, multi = make_step_fns(task, mesh, names)
+    return Programs(jax.jit(task.init, out_shardings=rep), single, multi, names)
+
+
+def _shapes(tree) -> tuple:
+    return tuple(
+        (k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v)))) for k, v in sorted(tree.items())
+    )
+
+
+def run_programs(task: Task, mesh, batch_size: int, augment: str, sample: dict) -> Programs:
+    """The run's programs, shared with earlier runs of an equal task on equal shapes
+    (`cached_programs`). `sample`: the device arrays (device-data path) or a zero batch."""
+    on_device = "data_key" in sample
+    parts = (
+        mesh.devices.shape,
+        tuple(d.id for d in mesh.devices.flat),
+        on_device,
+        batch_size,
+        augment,
+        _shapes(sample),
+    )
+    return cached_programs(
+        task, parts, lambda: _build_programs(task, mesh, batch_size, augment, on_device)
+    )
