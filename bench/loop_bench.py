@@ -64,7 +64,12 @@ from benchutil import matmul_peak, model_flops  # noqa: E402
 from jaxsynth.config import load_config  # noqa: E402
 from jaxsynth.data.pipeline import to_global  # noqa: E402
 from jaxsynth.train.defaults import engine_config  # noqa: E402
-from jaxsynth.train.loop import TrainData, make_step_fns, train  # noqa: E402
+from jaxsynth.train.loop import TrainData, train  # noqa: E402
+
+try:  # where the engine's steps live; older checkouts (`--repo`) exported them from the loop
+    from jaxsynth.train.steps import make_step_fns  # noqa: E402
+except ImportError:
+    from jaxsynth.train.loop import make_step_fns  # noqa: E402
 from jaxsynth.train.mesh import make_mesh, replicated  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
 

@@ -68,8 +68,8 @@ from benchutil import matmul_peak  # noqa: E402
 
 from jaxsynth.config import load_config  # noqa: E402
 from jaxsynth.data.pipeline import to_global  # noqa: E402
-from jaxsynth.train.loop import make_step_fns  # noqa: E402
 from jaxsynth.train.mesh import make_mesh, replicated  # noqa: E402
+from jaxsynth.train.steps import make_step_fns  # noqa: E402
 from jaxsynth.train.task import build_task  # noqa: E402
 
 
