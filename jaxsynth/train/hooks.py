@@ -227,14 +227,19 @@ class Validation:
     best_value: float = dataclasses.field(default=float("inf"), init=False)
     _batches: Any = dataclasses.field(default=None, init=False)
     _manager: Any = dataclasses.field(default=None, init=False)
+    _eval: Any = dataclasses.field(default=None, init=False)
 
     def due(self, prev: int, step: int, final: bool) -> bool:
         return crossed(prev, step, self.every) or final
 
     def _fn(self):
-        from jaxsynth.train.steps import cached_programs
+        """The jitted eval step, made once per hook (and shared across runs of tasks with a
+        `cache_key`), so a task without one does not recompile at every evaluation."""
+        if self._eval is None:
+            from jaxsynth.train.steps import cached_programs
 
-        return cached_programs(self.task, ("eval",), lambda: jax.jit(self.task.eval_step))
+            self._eval = cached_programs(self.task, ("eval",), lambda: jax.jit(self.task.eval_step))
+        return self._eval
 
     def _open(self, workdir: Path, state) -> None:
         """The best-checkpoint manager; a resumed run takes its best over."""
