@@ -86,7 +86,7 @@ def main() -> int:
     print(f"jax {jax.__version__} on {jax.devices()[0]}; jaxsynth from {jaxsynth.__file__}")
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        StageRunner(d, config, log=log).run(build(config, Path(d)))
+        StageRunner(d, config, log=log).run(build(config))
         total = time.perf_counter() - t0
     phases: dict[str, float] = {}
     for name, sec in times.items():

@@ -77,7 +77,7 @@ def test_arm_group_trains_its_uncached_members_in_one_call(tmp_path, monkeypatch
         ]
 
     monkeypatch.setattr(arms_lib, "train_and_score_pairs", fake_pairs)
-    monkeypatch.setattr(rare_tumour, "study_split", lambda config, workdir: None)
+    monkeypatch.setattr(rare_tumour, "study_split", lambda ctx: None)
     arm = arms_lib.ArmData(
         "a", np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int32), np.zeros(2, bool), None
     )
@@ -87,7 +87,7 @@ def test_arm_group_trains_its_uncached_members_in_one_call(tmp_path, monkeypatch
         group = ArmGroup()
         split = Stage("split", lambda ctx: {})
         members = [
-            rare_tumour.classifier_stage(tmp_path, name, s, build, group=group)
+            rare_tumour.classifier_stage(name, s, build, group=group)
             for name, build in (("a", lambda sp, ctx: arm), ("b", lambda sp, ctx: "no images"))
             for s in (0, 1)
         ]

@@ -286,7 +286,7 @@ def test_sd_arm_of_the_study_samples_filters_and_trains_classifiers(tiny_model, 
             "--config.study.generator_seeds=(0,)",
         ],
     )
-    results = run_stages(build_stages(cfg, tmp_path), cfg, tmp_path)
+    results = run_stages(build_stages(cfg), cfg, tmp_path)
     assert results["sample_sd_g0"]["num"] == 12
     (sample_dir,) = tmp_path.glob("stages/sample_sd_g0-*")
     with np.load(sample_dir / "synthetic.npz") as z:

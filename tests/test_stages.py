@@ -79,3 +79,69 @@ def test_killed_stage_resumes_with_its_partial_dir(tmp_path):
     StageRunner(tmp_path, _config()).run(stages)
     assert calls == ["report"] and seen == ["step 5"]
     assert not list((tmp_path / "stages").glob("*.partial"))
+
+
+def test_a_stage_sees_only_the_config_keys_it_declares(tmp_path):
+    from jaxsynth.study.stages import UndeclaredRead
+
+    seen = {}
+
+    def reads_declared(ctx):
+        seen["x"] = ctx.config.a.x
+        seen["has_b"] = "b" in ctx.config
+        return {}
+
+    StageRunner(tmp_path, _config()).run([Stage("ok", reads_declared, config_keys=("a.x",))])
+    assert seen == {"x": 1, "has_b": False}
+
+    def reads_undeclared(ctx):
+        return {"y": ctx.config.b.y}  # b.y changes nothing in this stage's cache key
+
+    with pytest.raises(
+        UndeclaredRead, match=r"stage bad reads config key b, which is not among .*a\.x"
+    ):
+        StageRunner(tmp_path, _config()).run([Stage("bad", reads_undeclared, config_keys=("a.x",))])
+
+
+def test_a_stage_reads_only_its_declared_inputs(tmp_path):
+    from jaxsynth.study.stages import UndeclaredRead
+
+    stages = [
+        Stage("one", lambda ctx: {"v": 1}),
+        Stage("two", lambda ctx: {"v": ctx.input("one")["v"]}),  # "one" not declared
+    ]
+    with pytest.raises(UndeclaredRead, match="stage two reads the output of one"):
+        StageRunner(tmp_path, _config()).run(stages)
+
+
+def test_outputs_are_loaded_once_per_run_and_kept_outputs_not_at_all(tmp_path):
+    loads = []
+
+    def loader(directory):
+        loads.append(directory.name)
+        return (directory / "data.txt").read_text()
+
+    def make(ctx):
+        (ctx.dir / "data.txt").write_text("payload")
+        return {}
+
+    def use(ctx):
+        return {"got": ctx.load("make", loader)}
+
+    def stages(keep):
+        def make_and_keep(ctx):
+            make(ctx)
+            ctx.keep(loader, "payload")
+            return {}
+
+        return [
+            Stage("make", make_and_keep if keep else make),
+            Stage("use1", use, inputs=("make",)),
+            Stage("use2", use, inputs=("make",)),
+        ]
+
+    results = StageRunner(tmp_path / "a", _config()).run(stages(keep=True))
+    assert results["use2"]["got"] == "payload" and loads == []  # handed over in memory
+    results = StageRunner(tmp_path / "b", _config()).run(stages(keep=False))
+    assert results["use2"]["got"] == "payload" and len(loads) == 1  # read once, shared
+    assert loads[0].startswith("make-")  # from the finished directory, not the .partial one

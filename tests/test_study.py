@@ -9,7 +9,7 @@ import pytest
 from jaxsynth.cli import main
 from jaxsynth.commands.compare import compare_results
 from jaxsynth.config import load_config
-from jaxsynth.data.split import LeakageError, load_split, pixel_hash, split_key
+from jaxsynth.data.split import LeakageError, load_split, pixel_hash
 from jaxsynth.study.rare_tumour import build_stages, run_study
 from jaxsynth.study.stages import StageRunner
 
@@ -47,7 +47,7 @@ def test_report_has_every_arm_with_cis(study):
     # The point estimate is the seed mean of metrics recomputed from the stored probabilities.
     from sklearn.metrics import f1_score, roc_auc_score
 
-    split = load_split(next((workdir / "split").iterdir()))
+    split = load_split(next((workdir / "stages").glob("split-*")) / "split")
     y = split.test.labels
     arm_dirs = sorted((workdir / "stages").glob("arm_original_s*"))
     f1s, aucs = [], []
@@ -73,7 +73,7 @@ def test_report_has_every_arm_with_cis(study):
 
 def test_test_split_is_real_only_and_disjoint_from_generator_data(study):
     workdir, _ = study
-    split = load_split(next((workdir / "split").iterdir()))
+    split = load_split(next((workdir / "stages").glob("split-*")) / "split")
     test_hashes = set(split.test.hashes) | set(split.val.hashes)
     (gen_dir,) = (workdir / "stages").glob("sample_dcgan_g0-*")
     with np.load(gen_dir / "synthetic.npz") as z:
@@ -87,15 +87,15 @@ def test_test_split_is_real_only_and_disjoint_from_generator_data(study):
 def test_rerun_is_cached_and_a_config_change_reruns_only_dependants(study):
     workdir, _ = study
     runner = StageRunner(workdir, _config())
-    runner.run(build_stages(_config(), workdir))
+    runner.run(build_stages(_config()))
     assert runner.ran == []
     cfg = _config("--config.eval.bootstrap=50")
     runner = StageRunner(workdir, cfg)
-    runner.run(build_stages(cfg, workdir))
+    runner.run(build_stages(cfg))
     assert runner.ran == ["report"]
     cfg = _config("--config.classifier.epochs=1")
     runner = StageRunner(workdir, cfg)
-    runner.run(build_stages(cfg, workdir))
+    runner.run(build_stages(cfg))
     assert not any(n.startswith(("gen_", "sample_", "split")) for n in runner.ran)
     assert "arm_original_s0" in runner.ran and "report" in runner.ran
 
@@ -110,28 +110,35 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(study):
     ):
         shutil.rmtree(d)
     runner = StageRunner(workdir, _config())
-    runner.run(build_stages(_config(), workdir))
+    runner.run(build_stages(_config()))
     assert runner.ran and all(n.startswith(("arms_dcgan", "report")) for n in runner.ran)
     assert "gen_dcgan_g0" in runner.skipped and "split" in runner.skipped
 
 
-def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path):
+def test_leakage_guard_fails_loudly_on_a_planted_test_image(tmp_path, monkeypatch):
+    from jaxsynth.study import rare_tumour
+
+    build = rare_tumour.build_split
+
+    def buggy_split(config, progress=True):
+        # One test image planted into the training split (as a buggy split would), with the
+        # manifest kept consistent so only the leakage guard can notice.
+        split = build(config, progress=progress)
+        tumour = split.label_of("tumour")
+        i_test = int(np.flatnonzero(split.test.labels == tumour)[0])
+        i_train = int(np.flatnonzero(split.train.labels == tumour)[0])
+        split.train.images[i_train] = split.test.images[i_test]
+        entries = split.manifest["splits"]
+        entries["train"][i_train]["sha256"] = entries["test"][i_test]["sha256"]
+        split.train.hashes[i_train] = split.test.hashes[i_test]
+        return split
+
+    monkeypatch.setattr(rare_tumour, "build_split", buggy_split)
     cfg = _config()
-    stages = build_stages(cfg, tmp_path)
-    StageRunner(tmp_path, cfg).run(stages[:1])  # build the split
-    d = tmp_path / "split" / split_key(cfg)
-    split = load_split(d)
-    # Plant one test image into the training split (as a buggy split would), keeping the
-    # manifest consistent so only the leakage guard can notice.
-    tumour = split.label_of("tumour")
-    i_test = int(np.flatnonzero(split.test.labels == tumour)[0])
-    i_train = int(np.flatnonzero(split.train.labels == tumour)[0])
-    z = dict(np.load(d / "arrays.npz"))
-    z["train_images"][i_train] = z["test_images"][i_test]
-    np.savez(d / "arrays.npz", **z)
-    manifest = json.loads((d / "manifest.json").read_text())
-    manifest["splits"]["train"][i_train]["sha256"] = manifest["splits"]["test"][i_test]["sha256"]
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    stages = build_stages(cfg)
+    with pytest.raises(LeakageError, match="generator 'dcgan'"):
+        StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan_g0")])
+    # and again when the (buggy) split comes from the cache, read back from its stage dir
     with pytest.raises(LeakageError, match="generator 'dcgan'"):
         StageRunner(tmp_path, cfg).run([s for s in stages if s.name in ("split", "gen_dcgan_g0")])
 
@@ -179,7 +186,7 @@ def _results(study):
 
 def test_stages_per_generator_seed(tmp_path):
     cfg = load_config("rare_tumour:smoke", OVERRIDES)
-    names = [s.name for s in build_stages(cfg, tmp_path)]
+    names = [s.name for s in build_stages(cfg)]
     for k in (0, 1):
         for kind in ("gen", "sample", "synth", "arms"):
             assert f"{kind}_dcgan_g{k}" in names

@@ -304,7 +304,10 @@ def save_split(split: StudySplit, directory: Path) -> None:
     os.replace(tmp, directory)
 
 
-def load_split(directory: Path) -> StudySplit:
+def load_split(directory: Path, check_pixels: bool = True) -> StudySplit:
+    """The split saved by `save_split`. `check_pixels` re-hashes every image against the
+    manifest; a caller whose files were verified otherwise (the study's stage record holds the
+    SHA-256 of `arrays.npz`) skips it."""
     directory = Path(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
@@ -323,7 +326,7 @@ def load_split(directory: Path) -> StudySplit:
                 masks=masks,
             )
     for name, s in parts.items():
-        for img, h, i in zip(s.images, s.hashes, s.ids):
+        for img, h, i in zip(s.images, s.hashes, s.ids) if check_pixels else ():
             if pixel_hash(img) != h:
                 raise UserError(f"{directory}: {name} image {i} does not match its manifest hash")
     return StudySplit(**parts, class_names=tuple(manifest["class_names"]), manifest=manifest)
@@ -337,9 +340,8 @@ def _why(e: BaseException) -> str:
 def load_or_build_split(
     config: ml_collections.ConfigDict, workdir: str | Path, *, progress: bool = True
 ) -> StudySplit:
-    """The study split for `config`, cached under `<workdir>/split/<key>/`."""
-    from jaxsynth.data.sources import open_source
-
+    """The study split for `config`, cached under `<workdir>/split/<key>/` (`jaxsynth train`;
+    the study keeps its split in its split stage instead)."""
     directory = Path(workdir) / "split" / split_key(config)
     if (directory / "manifest.json").is_file():
         try:
@@ -350,11 +352,26 @@ def load_or_build_split(
             print(
                 f"split: cache in {directory} is damaged ({_why(e)}); rebuilding", file=sys.stderr
             )
+    split = build_split(config, progress=progress)
+    save_split(split, directory)
+    skipped = split.manifest["skipped"]["skipped"]
+    if skipped:
+        print(
+            f"split: skipped {skipped} unusable input(s); see {directory / 'manifest.json'}",
+            file=sys.stderr,
+        )
+    return split
+
+
+def build_split(config: ml_collections.ConfigDict, *, progress: bool = True) -> StudySplit:
+    """The study split for `config` (`seed`, `image_size`, `data`), read from its source."""
+    from jaxsynth.data.sources import open_source
+
     source = open_source(config.data.source, source_options(config))
     report = SkipReport()
     if hasattr(source, "skipped"):
         report.merge(source.skipped)
-    split = build_study_split(
+    return build_study_split(
         source,
         seed=config.seed,
         image_size=config.image_size,
@@ -362,10 +379,3 @@ def load_or_build_split(
         report=report,
         progress=progress,
     )
-    save_split(split, directory)
-    if len(report):
-        print(
-            f"split: skipped {len(report)} unusable input(s); see {directory / 'manifest.json'}",
-            file=sys.stderr,
-        )
-    return split

@@ -17,9 +17,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from jaxsynth.config import config_to_dict
 from jaxsynth.study import arms as arms_lib
-from jaxsynth.study.stages import RESULT_FILE, Stage, StageContext, stage_key
+from jaxsynth.study.stages import Stage, StageContext
 
 
 @dataclasses.dataclass
@@ -51,14 +50,11 @@ class ArmGroup:
         return self._done.pop(stage_name)
 
     def _cached(self, member: _Member, ctx: StageContext) -> bool:
+        """Whether the member's own stage is finished (the runner will not rerun it)."""
         stage = member.stage
         if stage is None or stage.name == ctx.stage.name:
             return False
-        if any(n not in ctx.dirs for n in stage.inputs):
-            return False
-        keys = {n: ctx.dirs[n].name[len(n) + 1 :] for n in stage.inputs}
-        key = stage_key(stage, config_to_dict(ctx.config), keys)
-        return (ctx.dir.parent / f"{stage.name}-{key}" / RESULT_FILE).is_file()
+        return stage.name in ctx.runner.dirs and stage.name not in ctx.runner.pending
 
     def _train(self, split, ctx: StageContext) -> None:
         todo = [
@@ -67,8 +63,8 @@ class ArmGroup:
             if name not in self._done and not self._cached(m, ctx)
         ]
         pairs, names = [], []
-        for name, m in todo:
-            arm = m.build(split, ctx)
+        for name, m in todo:  # each member builds its arm from what its own stage declares
+            arm = m.build(split, ctx.for_stage(m.stage) if m.stage is not None else ctx)
             if isinstance(arm, str):
                 self._done[name] = (arm, None)
             else:

@@ -1,8 +1,8 @@
-"""What every stage builder of the studies reads: the classifier seeds, the split, the minority
-label, the original arm's stage dir and a generator's filtered synthetic tiles.
+"""What every stage builder of the studies reads: the seeds, the split (the split stage's
+output), the minority label and the original arm's stage dir.
 
-A module of its own below `rare_tumour`, `families` and `sweep`, so those can share it without
-importing each other.
+The lowest module of the study package (it imports nothing else from it), so `generators`,
+`families`, `rare_tumour`, `sweep` and `report` share it without importing each other.
 """
 
 from __future__ import annotations
@@ -10,17 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import ml_collections
-import numpy as np
 
-from jaxsynth.data.split import StudySplit, load_or_build_split
+from jaxsynth.data.split import StudySplit, load_split
 from jaxsynth.errors import UserError
-from jaxsynth.study.generators import generator_seeds, gsuffix
 from jaxsynth.study.stages import StageContext
 
-
-def original_dir(ctx: StageContext) -> Path:
-    """The stage dir of the first original-arm classifier (feature extractor, filter)."""
-    return ctx.input_dir(f"arm_original_s{classifier_seeds(ctx.config)[0]}")
+SPLIT_DIR = "split"  # inside the split stage's directory
 
 
 def classifier_seeds(config: ml_collections.ConfigDict) -> list[int]:
@@ -30,17 +25,37 @@ def classifier_seeds(config: ml_collections.ConfigDict) -> list[int]:
     return seeds
 
 
-def study_split(config: ml_collections.ConfigDict, workdir: Path) -> StudySplit:
-    return load_or_build_split(config, workdir, progress=False)
+def generator_seeds(config: ml_collections.ConfigDict) -> list[int]:
+    seeds = list(config.study.generator_seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(
+            f"study.generator_seeds={tuple(seeds)}: need distinct seeds (one, or 3+ for the "
+            "generator's variance in the intervals)"
+        )
+    return seeds
+
+
+def gsuffix(gseed: int) -> str:
+    """Stage-name suffix of generator seed `gseed`: `gen_dcgan_g0`, `synth_dcgan_g0`, ..."""
+    return f"_g{gseed}"
+
+
+def load_stage_split(stage_dir: Path) -> StudySplit:
+    """The split saved in the split stage's directory. Its pixels are not re-hashed here: the
+    stage runner verified `arrays.npz` against its recorded SHA-256 before any dependant ran."""
+    return load_split(Path(stage_dir) / SPLIT_DIR, check_pixels=False)
+
+
+def study_split(ctx: StageContext) -> StudySplit:
+    """The study split, read once per run from the split stage (an input of every stage that
+    calls this)."""
+    return ctx.load("split", load_stage_split)
+
+
+def original_dir(ctx: StageContext) -> Path:
+    """The stage dir of the first original-arm classifier (feature extractor, filter)."""
+    return ctx.input_dir(f"arm_original_s{classifier_seeds(ctx.config)[0]}")
 
 
 def minority_label(config, split) -> int:
     return split.label_of(config.data.minority_class)
-
-
-def filtered_synthetic(ctx: StageContext, gen: str, gseed: int | None = None) -> np.ndarray:
-    """The memorisation-filtered synthetic tiles of `gen` (first generator seed by default)."""
-    from jaxsynth.study.generators import load_filtered
-
-    k = generator_seeds(ctx.config)[0] if gseed is None else gseed
-    return load_filtered(ctx.input_dir(f"synth_{gen}{gsuffix(k)}"))

@@ -68,7 +68,8 @@ def _selective_arm(split, ctx: StageContext, gen: str, syn: np.ndarray, minority
 def family_arms(split, ctx: StageContext, gen: str, gseed: int):
     """([ArmData], {arm: why skipped}, selective-filter info) for one generator seed."""
     from jaxsynth.study import controls
-    from jaxsynth.study.common import filtered_synthetic, minority_label
+    from jaxsynth.study.common import minority_label
+    from jaxsynth.study.generators import filtered_synthetic
 
     cfg = ctx.config
     minority = minority_label(cfg, split)
@@ -101,14 +102,14 @@ def family_arms(split, ctx: StageContext, gen: str, gseed: int):
     return built, skipped, info
 
 
-def family_stage(workdir: Path, gen: str, gseed: int, seeds: list[int], inputs, keys) -> Stage:
+def family_stage(gen: str, gseed: int, seeds: list[int], inputs, keys) -> Stage:
     """Stage `arms_<gen>_g<gseed>`: every arm of the family × every classifier seed."""
 
     def fn(ctx: StageContext) -> dict:
         from jaxsynth.study.common import study_split
         from jaxsynth.study.generators import save_params
 
-        split = study_split(ctx.config, workdir)
+        split = study_split(ctx)
         built, skipped, info = family_arms(split, ctx, gen, gseed)
         runs = []
         pairs = arms_lib.train_and_score_many(built, split, ctx.config.classifier, seeds)

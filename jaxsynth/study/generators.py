@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 import ml_collections
 import numpy as np
 
-from jaxsynth.data.split import StudySplit, assert_no_leakage, load_or_build_split
+from jaxsynth.data.split import StudySplit, assert_no_leakage
 from jaxsynth.errors import UserError
+from jaxsynth.study.common import gsuffix, study_split
 
 SYNTHETIC_FILE = "synthetic.npz"
 
@@ -26,26 +28,11 @@ SYNTHETIC_FILE = "synthetic.npz"
 def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
     gens = list(config.generators)
     for g in gens:
-        if g not in config.gen:
+        if g not in config.gen and g not in ADAPTERS:
             raise UserError(f"generators: '{g}' has no settings under gen.{g}")
     if config.sd.model_path and "sd" not in gens:
         gens.append("sd")
     return gens
-
-
-def generator_seeds(config: ml_collections.ConfigDict) -> list[int]:
-    seeds = list(config.study.generator_seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(
-            f"study.generator_seeds={tuple(seeds)}: need distinct seeds (one, or 3+ for the "
-            "generator's variance in the intervals)"
-        )
-    return seeds
-
-
-def gsuffix(gseed: int) -> str:
-    """Stage-name suffix of generator seed `gseed`: `gen_dcgan_g0`, `synth_dcgan_g0`, ..."""
-    return f"_g{gseed}"
 
 
 # Top-level keys and `data.*` keys of a model config that the study sets for all generators.
@@ -95,15 +82,35 @@ def _train_data(cfg, split: StudySplit, what: str):
     )
 
 
-def train_stage(name: str, workdir: Path, gseed: int = 0):
-    def fn(ctx):
-        if name == "sd":
-            return {"model_path": ctx.config.sd.model_path, "trained": False}
+class GeneratorAdapter(Protocol):
+    """How the study trains and samples one kind of generator: the config keys each stage reads
+    (they make its cache key), the training stage's work and the sampling stage's work. A new
+    kind of generator is one adapter in `ADAPTERS`; the study's stages never ask which it is."""
+
+    def train_keys(self, name: str) -> tuple[str, ...]: ...
+
+    def sample_keys(self, name: str) -> tuple[str, ...]: ...
+
+    def train(self, ctx, name: str, gseed: int) -> dict: ...
+
+    def sample(self, ctx, name: str, gseed: int, train_dir: Path) -> np.ndarray: ...
+
+
+class EngineGenerator:
+    """A model config under `gen.<name>` trained by the engine on the training split only
+    (GANs, DDPM, StyleGAN2, ...), sampled from its EMA weights."""
+
+    def train_keys(self, name: str) -> tuple[str, ...]:
+        return ("seed", "image_size", "data", "checkpoint_every", f"gen.{name}")
+
+    def sample_keys(self, name: str) -> tuple[str, ...]:
+        return ("seed", "synthetic.num", "data.minority_class")
+
+    def train(self, ctx, name: str, gseed: int) -> dict:
         from jaxsynth.train.loop import train
 
         cfg = generator_config(ctx.config, name, gseed)
-        split = load_or_build_split(ctx.config, workdir, progress=False)
-        data = _train_data(cfg, split, f"generator '{name}'")
+        data = _train_data(cfg, study_split(ctx), f"generator '{name}'")
         result = train(cfg, ctx.dir / "run", data)
         if result.interrupted:
             raise KeyboardInterrupt(f"generator {name} interrupted at step {result.step}")
@@ -114,7 +121,55 @@ def train_stage(name: str, workdir: Path, gseed: int = 0):
             "last_metrics": records[-1] if records else {},
         }
 
-    return fn
+    def sample(self, ctx, name: str, gseed: int, train_dir: Path) -> np.ndarray:
+        study = ctx.config
+        return sample_trained(
+            train_dir / "run", study.synthetic.num, study.seed + gseed, study.data.minority_class
+        )
+
+
+class PretrainedSD:
+    """Stable Diffusion from a local diffusers folder (`sd.*`): nothing to train in the study,
+    `sd.num` tiles sampled from the prompt."""
+
+    def train_keys(self, name: str) -> tuple[str, ...]:
+        return ("sd.model_path",)
+
+    def sample_keys(self, name: str) -> tuple[str, ...]:
+        return ("seed", "image_size", "sd")
+
+    def train(self, ctx, name: str, gseed: int) -> dict:
+        return {"model_path": ctx.config.sd.model_path, "trained": False}
+
+    def sample(self, ctx, name: str, gseed: int, train_dir: Path) -> np.ndarray:
+        from jaxsynth.sd.pipeline import sample_images
+
+        study = ctx.config
+        return sample_images(
+            study.sd.model_path,
+            prompt=study.sd.prompt,
+            negative_prompt=study.sd.negative_prompt,
+            num=study.sd.num,
+            seed=study.seed + gseed,
+            steps=study.sd.steps,
+            guidance=study.sd.guidance,
+            size=study.sd.size,
+            out_size=study.image_size,
+        )
+
+
+ENGINE = EngineGenerator()
+ADAPTERS: dict[str, GeneratorAdapter] = {"sd": PretrainedSD()}
+
+
+def adapter(name: str) -> GeneratorAdapter:
+    """The adapter of generator `name`: its own (e.g. `sd`), else the engine's."""
+    return ADAPTERS.get(name, ENGINE)
+
+
+def train_stage(name: str, gseed: int = 0):
+    """Stage fn: train generator `name` with seed `study.seed + gseed`."""
+    return lambda ctx: adapter(name).train(ctx, name, gseed)
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -123,23 +178,14 @@ def _read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def sample_stage(name: str, workdir: Path, gseed: int = 0, suffix: str = ""):
-    """Sample generator `name` (stage `gen_<name><suffix>`) with seed `study.seed + gseed`."""
+def sample_stage(name: str, gseed: int = 0, suffix: str = ""):
+    """Stage fn: sample generator `name` (trained by stage `gen_<name><suffix>`) with seed
+    `study.seed + gseed`; the tiles and a grid PNG."""
 
     def fn(ctx):
         from jaxsynth.train.visuals import make_grid, save_png
 
-        study = ctx.config
-        num = study.synthetic.num if name != "sd" else study.sd.num
-        if name == "sd":
-            images = _sample_sd(study, num, study.seed + gseed)
-        else:
-            images = sample_trained(
-                ctx.input_dir(f"gen_{name}{suffix}") / "run",
-                num,
-                study.seed + gseed,
-                study.data.minority_class,
-            )
+        images = adapter(name).sample(ctx, name, gseed, ctx.input_dir(f"gen_{name}{suffix}"))
         np.savez_compressed(ctx.dir / SYNTHETIC_FILE, images=images)
         save_png(make_grid(images[:64]), ctx.dir / "grid.png")
         return {"num": len(images), "grid": "grid.png"}
@@ -155,25 +201,20 @@ def sample_trained(run_dir: Path, num: int, seed: int, label: str) -> np.ndarray
     return images
 
 
-def _sample_sd(study, num: int, seed: int) -> np.ndarray:
-    from jaxsynth.sd.pipeline import sample_images
-
-    return sample_images(
-        study.sd.model_path,
-        prompt=study.sd.prompt,
-        negative_prompt=study.sd.negative_prompt,
-        num=num,
-        seed=seed,
-        steps=study.sd.steps,
-        guidance=study.sd.guidance,
-        size=study.sd.size,
-        out_size=study.image_size,
-    )
+QUALITY_KEYS = (
+    "seed",
+    "image_size",
+    "data",
+    "classifier.model",
+    "synthetic.memorization_filter",
+    "eval.inception_weights",
+    "eval.tsne",
+)
 
 
-def quality_stage(name: str, workdir: Path, suffix: str = ""):
+def quality_stage(name: str, feature_arm: str, suffix: str = ""):
     """Memorisation filter + image metrics of the synthetic set (stage `sample_<name><suffix>`)
-    vs real tumour images."""
+    vs real tumour images, in the feature space of the classifier of stage `feature_arm`."""
 
     def fn(ctx):
         from jaxsynth.eval import fid as fid_lib
@@ -181,7 +222,7 @@ def quality_stage(name: str, workdir: Path, suffix: str = ""):
         from jaxsynth.eval.features import DomainExtractor, InceptionExtractor, PixelExtractor
 
         study = ctx.config
-        split = load_or_build_split(study, workdir, progress=False)
+        split = study_split(ctx)
         minority = split.label_of(study.data.minority_class)
         with np.load(ctx.input_dir(f"sample_{name}{suffix}") / SYNTHETIC_FILE) as z:
             fake = z["images"]
@@ -191,11 +232,7 @@ def quality_stage(name: str, workdir: Path, suffix: str = ""):
             [split.val.of_classes([minority]).images, split.test.of_classes([minority]).images]
         )
         domain = DomainExtractor(
-            domain_feature_fn(
-                ctx.input_dir(f"arm_original_s{study.classifier.seeds[0]}"),
-                study.classifier,
-                study.image_size,
-            ),
+            domain_feature_fn(ctx.input_dir(feature_arm), study.classifier, study.image_size),
             name=f"{study.classifier.model}_original",
         )
         f_fake, f_held = domain(fake), domain(heldout)
@@ -260,6 +297,12 @@ def quality_stage(name: str, workdir: Path, suffix: str = ""):
 def load_filtered(stage_dir: Path) -> np.ndarray:
     with np.load(Path(stage_dir) / "filtered.npz") as z:
         return z["images"]
+
+
+def filtered_synthetic(ctx, gen: str, gseed: int) -> np.ndarray:
+    """The memorisation-filtered synthetic tiles of `gen` trained with generator seed `gseed`
+    (an input of the calling stage)."""
+    return ctx.load(f"synth_{gen}{gsuffix(gseed)}", load_filtered)
 
 
 def save_params(path: Path, params) -> None:

@@ -22,19 +22,20 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxsynth.data.split import StudySplit
+from jaxsynth.data.split import StudySplit, build_split, save_split
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
 from jaxsynth.study.arm_group import ArmGroup
-from jaxsynth.study.common import (  # noqa: F401  (re-exported for sweep and tests)
+from jaxsynth.study.common import (
+    SPLIT_DIR,
     classifier_seeds,
-    filtered_synthetic,
-    minority_label,
-    original_dir,
+    generator_seeds,
+    gsuffix,
+    load_stage_split,
     study_split,
 )
-from jaxsynth.study.generators import enabled_generators, generator_seeds, gsuffix
-from jaxsynth.study.stages import Stage, StageContext, StageRunner
+from jaxsynth.study.generators import QUALITY_KEYS, adapter, enabled_generators
+from jaxsynth.study.stages import ALL_KEYS, Stage, StageContext, StageRunner
 
 DATA_KEYS = ("seed", "image_size", "data")
 CLASSIFIER_KEYS = (
@@ -46,9 +47,22 @@ CLASSIFIER_KEYS = (
 )
 
 
-def split_stage(workdir: Path) -> Stage:
+def split_stage() -> Stage:
+    """Carve the test, then the validation, then the training split from the source (real
+    images only) and keep it in the stage's directory: every later stage reads it from there
+    (`common.study_split`), so it is built once and verified by the stage record."""
+
     def fn(ctx: StageContext) -> dict:
-        split = study_split(ctx.config, workdir)
+        split = build_split(ctx.config, progress=False)
+        save_split(split, ctx.dir / SPLIT_DIR)
+        ctx.keep(load_stage_split, split)
+        skipped = split.manifest["skipped"]["skipped"]
+        if skipped:
+            print(
+                f"split: skipped {skipped} unusable input(s); see the split stage's "
+                f"{SPLIT_DIR}/manifest.json",
+                file=sys.stderr,
+            )
         return {
             "counts": {
                 n: np.bincount(split.split(n).labels, minlength=len(split.class_names)).tolist()
@@ -67,7 +81,6 @@ ArmBuilder = Callable[[StudySplit, StageContext], "arms_lib.ArmData | str"]
 
 
 def classifier_stage(
-    workdir: Path,
     arm_name: str,
     seed: int,
     build_arm: ArmBuilder,
@@ -84,7 +97,7 @@ def classifier_stage(
     def fn(ctx: StageContext) -> dict:
         from jaxsynth.study.generators import save_params
 
-        split = study_split(ctx.config, workdir)
+        split = study_split(ctx)
         if group is not None:
             result, params = group.result(name, split, ctx)
             if isinstance(result, str):
@@ -111,53 +124,53 @@ def original_arm(split: StudySplit, ctx: StageContext):
     return arms_lib.original_arm(split)
 
 
-def generator_stages(workdir: Path, gen: str, feature_arm: str, gseed: int = 0) -> list[Stage]:
-    """Train `gen` (seed study.seed + gseed) on the training split, sample it, filter + score."""
+def generator_stages(gen: str, feature_arm: str, gseed: int = 0) -> list[Stage]:
+    """Train `gen` (seed study.seed + gseed) on the training split, sample it, filter + score;
+    what each stage reads is declared by the generator's adapter (`generators.ADAPTERS`)."""
     from jaxsynth.study import generators as gen_lib
 
-    sd_keys = ("sd",) if gen == "sd" else ()
+    kind = adapter(gen)
     sfx, extra = gsuffix(gseed), f"gseed={gseed}"
     return [
         Stage(
             f"gen_{gen}{sfx}",
-            gen_lib.train_stage(gen, workdir, gseed),
-            config_keys=DATA_KEYS + (f"gen.{gen}",) + sd_keys,
+            gen_lib.train_stage(gen, gseed),
+            config_keys=kind.train_keys(gen),
             inputs=("split",),
             extra_key=extra,
         ),
         Stage(
             f"sample_{gen}{sfx}",
-            gen_lib.sample_stage(gen, workdir, gseed, sfx),
-            config_keys=("synthetic.num",) + sd_keys,
+            gen_lib.sample_stage(gen, gseed, sfx),
+            config_keys=kind.sample_keys(gen),
             inputs=(f"gen_{gen}{sfx}",),
             extra_key=extra,
         ),
         Stage(
             f"synth_{gen}{sfx}",
-            gen_lib.quality_stage(gen, workdir, sfx),
-            config_keys=("synthetic.memorization_filter", "eval.inception_weights", "eval.tsne")
-            + DATA_KEYS,
+            gen_lib.quality_stage(gen, feature_arm, sfx),
+            config_keys=QUALITY_KEYS,
             inputs=("split", f"sample_{gen}{sfx}", feature_arm),
             extra_key=extra,
         ),
     ]
 
 
-def foundation_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
+def foundation_stages(config: ml_collections.ConfigDict) -> list[Stage]:
     """Split, original-arm classifiers, and every enabled generator's stages per generator
     seed."""
     seeds = classifier_seeds(config)
-    stages = [split_stage(workdir)]
-    group = ArmGroup()  # all seeds of the original arm train as one program
-    stages += [classifier_stage(workdir, "original", s, original_arm, group=group) for s in seeds]
+    stages = [split_stage()]
+    group = ArmGroup()  # all seeds of the original arm train in one call
+    stages += [classifier_stage("original", s, original_arm, group=group) for s in seeds]
     feature_arm = f"arm_original_s{seeds[0]}"
     for g in enabled_generators(config):
         for k in generator_seeds(config):
-            stages += generator_stages(workdir, g, feature_arm, k)
+            stages += generator_stages(g, feature_arm, k)
     return stages
 
 
-def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
+def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
     from jaxsynth.study import report as report_lib
     from jaxsynth.study.families import CONTROL_KINDS, family_stage
 
@@ -167,13 +180,12 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
     bad = [k for k in config.study.controls if k not in CONTROL_KINDS]
     if bad:
         raise UserError(f"study.controls: unknown {bad} (choose from {', '.join(CONTROL_KINDS)})")
-    stages = foundation_stages(config, workdir)
+    stages = foundation_stages(config)
     feature_arm = f"arm_original_s{seeds[0]}"
     for g in gens:
         for k in gseeds:
             stages.append(
                 family_stage(
-                    workdir,
                     g,
                     k,
                     seeds,
@@ -182,18 +194,18 @@ def build_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage
                 )
             )
     arm_names = [st.name for st in stages if st.name.startswith(("arm_", "arms_"))]
-    per_gen = [f"{kind}_{g}{gsuffix(k)}" for g in gens for k in gseeds for kind in ("gen", "synth")]
+    per_gen = [
+        f"{kind}_{g}{gsuffix(k)}"
+        for g in gens
+        for k in gseeds
+        for kind in ("gen", "sample", "synth")
+    ]
     stages.append(
         Stage(
             "report",
-            report_lib.report_stage(workdir),
-            config_keys=(
-                "eval.bootstrap",
-                "eval.tsne",
-                "study.verdict_metric",
-                "study.threshold_bootstrap",
-            ),
-            outputs=("results.json", "results.csv", "report.md"),
+            report_lib.report_stage(),
+            config_keys=(ALL_KEYS,),  # results.json records the whole config
+            outputs=report_lib.REPORT_OUTPUTS,
             inputs=("split", *per_gen, *arm_names),
         )
     )
@@ -213,7 +225,7 @@ def run_stages(
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
     workdir = Path(workdir)
-    results = run_stages(build_stages(config, workdir), config, workdir, verify)
+    results = run_stages(build_stages(config), config, workdir, verify)
     print(results["report"].get("console_table", ""), flush=True)
     print(f"report: {workdir / 'report.md'}", file=sys.stderr)
     return results

@@ -174,18 +174,23 @@ def dump_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def report_stage(workdir: Path):
-    """Collect every stage's result into results.json/csv, report.md and the figures."""
+# What the report stage writes into its directory and the runner publishes into the workdir.
+REPORT_OUTPUTS = ("results.json", "results.csv", "report.md", "figures")
+
+
+def report_stage():
+    """Collect every stage's result into results.json/csv, report.md and the figures (in the
+    stage's directory; the runner publishes them into the workdir)."""
 
     def fn(ctx):
-        from jaxsynth.data.split import load_or_build_split
         from jaxsynth.study import plots
-        from jaxsynth.study.generators import enabled_generators, generator_seeds, gsuffix
+        from jaxsynth.study.common import generator_seeds, gsuffix, study_split
+        from jaxsynth.study.generators import enabled_generators
         from jaxsynth.study.report_verdicts import verdict_report
         from jaxsynth.version import environment
 
         study = ctx.config
-        split = load_or_build_split(study, workdir, progress=False)
+        split = study_split(ctx)
         labels = split.test.labels
         runs: dict[str, list[dict]] = {}
         skipped_arms: dict[str, str] = {}
@@ -204,7 +209,7 @@ def report_stage(workdir: Path):
         k0 = gsuffix(generator_seeds(study)[0])  # tables and figures: the first generator seed
         quality = {g: ctx.input(f"synth_{g}{k0}") for g in gens}
         rows = results_table(arms, quality)
-        out_dir = Path(workdir)
+        out_dir = ctx.dir
         fig_dir = out_dir / "figures"
         fig_dir.mkdir(exist_ok=True)
         plots.roc_curves(arms, labels, fig_dir / "roc_curves.png")

@@ -28,18 +28,18 @@ import numpy as np
 from jaxsynth.errors import UserError
 from jaxsynth.study import arms as arms_lib
 from jaxsynth.study.arm_group import ArmGroup
-from jaxsynth.study.rare_tumour import (
+from jaxsynth.study.common import (
     classifier_seeds,
-    classifier_stage,
-    enabled_generators,
-    filtered_synthetic,
-    foundation_stages,
     generator_seeds,
     gsuffix,
     minority_label,
-    run_stages,
+    study_split,
 )
-from jaxsynth.study.stages import Stage
+from jaxsynth.study.generators import enabled_generators, filtered_synthetic
+from jaxsynth.study.rare_tumour import classifier_stage, foundation_stages, run_stages
+from jaxsynth.study.stages import ALL_KEYS, Stage
+
+SWEEP_OUTPUTS = ("sweep.json", "sweep.csv", "sweep.md", "figures")
 
 
 def synthetic_needed(n_real: int, fraction: float, mode: str, max_fraction: float) -> int:
@@ -82,7 +82,7 @@ def _point_name(gen: str, fraction: float) -> str:
     return f"{gen}@{int(round(fraction * 100)):03d}"
 
 
-def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list[Stage]:
+def build_sweep_stages(config: ml_collections.ConfigDict) -> list[Stage]:
     fractions = [float(f) for f in config.sweep.fractions]
     if any(not 0.0 < f <= 1.0 for f in fractions):
         raise UserError("sweep.fractions: every fraction must be in (0, 1]")
@@ -92,18 +92,18 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
     max_below_one = max([f for f in fractions if f < 1.0], default=0.0)
     seeds = classifier_seeds(config)
     gens = enabled_generators(config)
-    stages = foundation_stages(config, workdir)
+    stages = foundation_stages(config)
+    k0 = generator_seeds(config)[0]  # the sweep uses the first generator seed's samples
     group = ArmGroup()  # every fraction × seed of every generator trains as one program
     for g in gens:
         for f in fractions:
             for s in seeds:
                 stages.append(
                     classifier_stage(
-                        workdir,
                         _point_name(g, f),
                         s,
-                        _builder(g, f, mode, max_below_one, s),
-                        inputs=("split", f"synth_{g}{gsuffix(generator_seeds(config)[0])}"),
+                        _builder(g, k0, f, mode, max_below_one, s),
+                        inputs=("split", f"synth_{g}{gsuffix(k0)}"),
                         extra_keys=("sweep.mode",),
                         group=group,
                     )
@@ -112,18 +112,18 @@ def build_sweep_stages(config: ml_collections.ConfigDict, workdir: Path) -> list
     stages.append(
         Stage(
             "sweep_report",
-            sweep_report_stage(workdir, gens, fractions),
-            config_keys=("eval.bootstrap", "sweep"),
+            sweep_report_stage(gens, fractions),
+            config_keys=(ALL_KEYS,),  # sweep.md records the setup
             inputs=("split", *arm_names),
-            outputs=("sweep.json", "sweep.csv", "sweep.md"),
+            outputs=SWEEP_OUTPUTS,
         )
     )
     return stages
 
 
-def _builder(gen: str, fraction: float, mode: str, max_below_one: float, seed: int):
+def _builder(gen: str, gseed: int, fraction: float, mode: str, max_below_one: float, seed: int):
     def build(split, ctx):
-        syn = filtered_synthetic(ctx, gen)
+        syn = filtered_synthetic(ctx, gen, gseed)
         return ratio_arm(
             split,
             syn,
@@ -138,14 +138,13 @@ def _builder(gen: str, fraction: float, mode: str, max_below_one: float, seed: i
     return build
 
 
-def sweep_report_stage(workdir: Path, gens: list[str], fractions: list[float]):
+def sweep_report_stage(gens: list[str], fractions: list[float]):
     def fn(ctx):
         from jaxsynth.study import plots
-        from jaxsynth.study.rare_tumour import study_split
         from jaxsynth.study.report import aggregate_arms
 
         study = ctx.config
-        split = study_split(study, workdir)
+        split = study_split(ctx)
         runs: dict[str, list[dict]] = {}
         skipped: dict[str, str] = {}
         for name in ctx.stage.inputs:
@@ -184,7 +183,7 @@ def sweep_report_stage(workdir: Path, gens: list[str], fractions: list[float]):
                         "p_delta_auc": vs.get("delta_roc_auc", {}).get("p_paired_bootstrap"),
                     }
                 )
-        out = Path(workdir)
+        out = ctx.dir  # published into the workdir by the runner
         (out / "figures").mkdir(exist_ok=True)
         plots.ratio_sweep(curves, out / "figures" / "ratio_sweep.png")
         (out / "sweep.json").write_text(
@@ -247,7 +246,7 @@ def _markdown(study, rows, skipped) -> str:
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
     workdir = Path(workdir)
-    results = run_stages(build_sweep_stages(config, workdir), config, workdir, verify)
+    results = run_stages(build_sweep_stages(config), config, workdir, verify)
     print((workdir / "sweep.md").read_text(), flush=True)
     print(f"sweep report: {workdir / 'sweep.md'}", file=sys.stderr)
     return results
