@@ -84,14 +84,17 @@ class MemberResult:
     `task.eval_variables` of the evaluation with the lowest `val_<keep>`, the first on ties),
     `best_step`, `best_value`, `history` (one dict per evaluation: `step`, `val_<name>` per
     `eval_step` sum, and the mean of each training metric over the member's steps since its
-    previous evaluation, under the metric's own name, e.g. `loss`), and `step`, the member's
-    final step counter (its budget: frozen after it)."""
+    previous evaluation, under the metric's own name, e.g. `loss`), `step`, the member's
+    final step counter, and `final`, its final `task.eval_variables` (host numpy; what
+    `train()`'s returned state holds). Both are the member's at its budget: it is frozen after
+    it while longer members train on."""
 
     best: Any
     best_step: int
     best_value: float
     history: list[dict]
-    step: int
+    step: int = 0
+    final: Any = None
 
 
 @dataclasses.dataclass
@@ -272,7 +275,7 @@ def train_members(
             counts = counts + active.sum(0)
 
     batches = _eval_batches(val_arrays, eval_batch_size)
-    results = [MemberResult(None, -1, float("inf"), [], 0) for _ in members]
+    results = [MemberResult(None, -1, float("inf"), []) for _ in members]
     step = 0
     for point in sorted(due_at):
         for k in dispatch_sizes(point - step, max_k):
@@ -307,7 +310,8 @@ def train_members(
                     np.asarray, jax.device_get(jax.tree.map(lambda x, m=m: x[m], variables))
                 )
     settle(0)
-    final = np.asarray(jax.device_get(states.step))
+    steps, final = jax.device_get((states.step, programs.eval_variables(states)))
     for m, r in enumerate(results):
-        r.step = int(final[m])
+        r.step = int(steps[m])
+        r.final = jax.tree.map(lambda x, m=m: np.asarray(x[m]), final)
     return results
