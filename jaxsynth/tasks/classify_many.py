@@ -38,8 +38,8 @@ def _predict_many(model: nn.Module):
     )
 
 
-# members per member-axis call: bounds device memory (M states, M padded training sets), and
-# 16 study classifiers already keep an accelerator busy
+# members per member-axis call: a bound on device memory (M states, optimiser states and padded
+# training sets), not a measured optimum (bench/members_bench.py times M = 1, 4, 16)
 MAX_MEMBERS = 16
 
 
