@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command accelerator check (issue 14): the loop, study, GAN-training and DDPM benchmarks,
-# each under its own time budget (about 8 minutes in all), merged into one JSON + Markdown table.
+# One-command accelerator check (issue 14): the loop, study, GAN-training, DDPM and classifier-
+# members benchmarks, each under its own time budget (about 9 minutes in all), merged into one
+# JSON + Markdown table.
 #
 #   bash bench/device_check.sh              # on a GPU/TPU host: full settings
 #   bash bench/device_check.sh --smoke      # tiny settings (a CPU check that everything runs)
@@ -57,13 +58,15 @@ if [[ $SMOKE -eq 1 ]]; then
   STUDY=(--config rare_tumour:smoke --override=--config.generators="('dcgan',)")
   TRAIN=(--models dcgan --sizes 32 --batch 8 --steps 1 --torch-modes eager)
   DDPM=(--image-size 16 --batch 4 --base 8 --train-steps 1 --warmup 1 --ddim-steps 2 --timesteps 10 --sample-batch 2)
-  BUDGET=(240 600 240 240)
+  MEMBERS=(--members "1,2" --epochs 1 --sizes "64,96" --val 64)
+  BUDGET=(240 600 240 240 240)
 else
   LOOP=(--models "tiny,dcgan64")
   STUDY=(--config rare_tumour)
   TRAIN=(--models "dcgan,cgan,wgan_gp" --sizes "64,128" --batch 64 --steps 50 --torch-modes "eager,compile")
   DDPM=(--batch 64 --train-steps 50 --warmup 3 --sample-batch 64 --torch-compile)
-  BUDGET=(110 170 130 60)
+  MEMBERS=(--members "1,16" --epochs 2)
+  BUDGET=(110 170 130 60 70)
 fi
 
 [[ $DRY -eq 1 ]] || mkdir -p "$OUT"
@@ -89,6 +92,8 @@ run train_bench "${BUDGET[2]}" "$PYTHON" bench/train_bench.py "${TRAIN[@]}" \
   --torch-python "$TORCH_PY" --torch-device "$TORCH_DEVICE" --out "$OUT/train_bench.json"
 run ddpm_bench "${BUDGET[3]}" "$PYTHON" bench/ddpm_bench.py "${DDPM[@]}" \
   --torch-python "$TORCH_PY" --torch-device "$TORCH_DEVICE" --out "$OUT/ddpm_bench.json"
+run members_bench "${BUDGET[4]}" "$PYTHON" bench/members_bench.py "${MEMBERS[@]}" \
+  --out "$OUT/members_bench.json"
 
 if [[ $DRY -eq 0 ]]; then
   "$PYTHON" bench/device_check_report.py "$OUT"

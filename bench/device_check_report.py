@@ -2,7 +2,8 @@
 
     python bench/device_check_report.py OUT_DIR
 
-Reads `loop_bench.json`, `study_bench.json`, `train_bench.json`, `ddpm_bench.json` and each
+Reads `loop_bench.json`, `study_bench.json`, `train_bench.json`, `ddpm_bench.json`,
+`members_bench.json` and each
 benchmark's `<name>.status.json` (exit code, wall time) from OUT_DIR; a missing or failed
 benchmark is listed as such, never silently dropped.
 """
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-NAMES = ("loop_bench", "study_bench", "train_bench", "ddpm_bench")
+NAMES = ("loop_bench", "study_bench", "train_bench", "ddpm_bench", "members_bench")
 
 
 def _load(path: Path):
@@ -87,11 +88,26 @@ def ddpm_table(res: dict) -> list[str]:
     return lines
 
 
+def members_table(res: dict) -> list[str]:
+    lines = [
+        "| M | mode | epochs | warm-up s | seconds | steps/s | member-steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res.get("rows", []):
+        lines.append(
+            f"| {r['members']} | {r['mode']} | {r['epochs']} | {_f(r.get('warmup_s'), '.1f')} | "
+            f"{_f(r.get('seconds'))} | {_f(r.get('steps_per_s'), '.1f')} | "
+            f"{_f(r.get('member_steps_per_s'), '.1f')} |"
+        )
+    return lines
+
+
 TABLES = {
     "loop_bench": ("Engine vs bare compiled step", loop_table),
     "study_bench": ("Study wall time by phase", study_table),
     "train_bench": ("GAN training step vs PyTorch", train_table),
     "ddpm_bench": ("DDPM U-Net", ddpm_table),
+    "members_bench": ("Many classifiers: sequential vs member axis", members_table),
 }
 
 

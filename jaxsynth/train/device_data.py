@@ -58,14 +58,21 @@ def min_count(size: int) -> int:
     return size if size < BUCKET else max(BUCKET, size - BUCKET + 1)
 
 
-def put_on_device(arrays: dict[str, np.ndarray], sharding, data_key) -> dict[str, jax.Array]:
-    """The training arrays, zero-padded to `padded_size` records and replicated on every
-    device, plus `count` (the real records, int32) and `data_key` (the record order's key).
+def seed_data_key(seed: int) -> jax.Array:
+    """The record order's key of a run with `config.seed = seed` (its own stream, independent
+    of the init and step keys, which derive from `PRNGKey(seed)` itself)."""
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), DATA_STREAM)
 
-    Every process holds the full arrays (the engine gets the whole training split), so a
-    callback returning the whole array is multi-host safe."""
+
+def pad_records(arrays: dict[str, np.ndarray], size: int | None = None) -> dict[str, np.ndarray]:
+    """The record arrays (`RECORD_KEYS`) on the host, zero-padded to `size` rows (default
+    `padded_size(n)`), labels int32, weights float32. A larger `size` changes no draw: the first
+    `n` entries of every epoch's order do not depend on the padding (`_epoch_perm`), so several
+    training sets padded to one size (the engine's member axis) draw what each draws alone."""
     n = len(arrays["image"])
-    size = padded_size(n)
+    size = padded_size(n) if size is None else int(size)
+    if size < n:
+        raise ValueError(f"cannot pad {n} records to {size}")
     out = {}
     for key in RECORD_KEYS:
         if key not in arrays:
@@ -73,8 +80,21 @@ def put_on_device(arrays: dict[str, np.ndarray], sharding, data_key) -> dict[str
         a = np.asarray(arrays[key])
         a = a.astype(np.int32) if key == "label" else a
         a = a.astype(np.float32) if key == "weight" else a
-        a = np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)])
-        out[key] = jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
+        out[key] = np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)])
+    return out
+
+
+def put_on_device(arrays: dict[str, np.ndarray], sharding, data_key) -> dict[str, jax.Array]:
+    """The training arrays, zero-padded to `padded_size` records and replicated on every
+    device, plus `count` (the real records, int32) and `data_key` (the record order's key).
+
+    Every process holds the full arrays (the engine gets the whole training split), so a
+    callback returning the whole array is multi-host safe."""
+    n = len(arrays["image"])
+    out = {
+        key: jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx])
+        for key, a in pad_records(arrays).items()
+    }
     out["count"] = jax.device_put(np.int32(n), sharding)
     out["data_key"] = jax.device_put(np.asarray(data_key), sharding)
     return out
@@ -83,7 +103,11 @@ def put_on_device(arrays: dict[str, np.ndarray], sharding, data_key) -> dict[str
 def _epoch_perm(key: jax.Array, epoch: jax.Array, n, size: int) -> jax.Array:
     """A uniformly random order of records `0..n-1` in the first `n` of `size` slots (the rest
     are padding). `n` may be traced: sorting random 32-bit keys with the padding's forced to the
-    maximum (a stable sort keeps real records, which have lower indices, ahead of ties)."""
+    maximum (a stable sort keeps real records, which have lower indices, ahead of ties).
+
+    The first `n` entries do not depend on `size`: with jax's partitionable threefry (the
+    default since jax 0.5, `jax_threefry_partitionable`) the bits of slot i depend only on i,
+    so a training set padded further (`pad_records`) is drawn in the same order."""
     bits = jax.random.bits(jax.random.fold_in(key, epoch), (size,), jnp.uint32)
     bits = jnp.where(jnp.arange(size) < n, bits, jnp.uint32(0xFFFFFFFF))
     return jnp.argsort(bits, stable=True).astype(jnp.int32)
@@ -132,14 +156,20 @@ def draw_batch(
     step: jax.Array,
     batch: int,
     augment: str = "none",
+    least: int | None = None,
 ) -> dict[str, jax.Array]:
     """The engine's batch for `step` from device-resident arrays: image float32 [-1, 1],
     label int32, mask float32 {0, 1} (B, H, W, 1) and weight float32 when present. With
     `data["count"]` (arrays padded by `put_on_device`) only the first `count` records are
     drawn. The record order uses `fold_in(key, 0)`, the augmentations
-    `fold_in(fold_in(key, 1), step)`."""
+    `fold_in(fold_in(key, 1), step)`. `least`: a static lower bound on `count` when the
+    padding is not `padded_size(count)`'s (default `min_count(size)`); it only sets how many
+    epoch orders a step computes, never which records it draws."""
     size = data["image"].shape[0]
-    n, least = (data["count"], min_count(size)) if "count" in data else (size, size)
+    if "count" not in data:
+        n, least = size, size
+    else:
+        n, least = data["count"], min_count(size) if least is None else int(least)
     order_key, aug_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
     idx = batch_indices(order_key, step, n, batch, size, least)
     image = data["image"][idx].astype(jnp.float32) / 127.5 - 1.0

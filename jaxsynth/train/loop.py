@@ -46,10 +46,10 @@ from jaxsynth.train import visuals
 from jaxsynth.train.checkpoint import NoCheckpoints, RunCheckpointer, abstract_state, resume
 from jaxsynth.train.defaults import engine_settings
 from jaxsynth.train.device_data import (
-    DATA_STREAM,
     check_augment,
     data_bytes,
     put_on_device,
+    seed_data_key,
     use_device_data,
 )
 from jaxsynth.train.dispatch import DeviceDataFeed, PendingMetrics, auto_steps_per_dispatch
@@ -249,8 +249,7 @@ def train(
                 f"{len(data.arrays['image'])} training images"
             )
         data_iter = None
-        data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), DATA_STREAM)
-        device_arrays = put_on_device(data.arrays, rep, data_key)
+        device_arrays = put_on_device(data.arrays, rep, seed_data_key(config.seed))
     else:
         device_arrays = None
         loader = make_loader(

@@ -163,17 +163,27 @@ def device_draw(global_batch_size: int, augment: str, mesh):
     return draw
 
 
-def make_device_data_step_fns(task: Task, mesh, draw, names: list | None = None):
-    """Like `make_step_fns`, but the step takes the device-resident arrays and draws its own
-    batch for `state.step`: `(state, arrays) -> (state, metrics)`, and `k -> jitted
-    (state, arrays) -> (state, metrics[k])` (a `lax.scan` of length k)."""
-    rep = replicated(mesh)
+def device_data_step(task: Task, draw, names: list | None = None):
+    """The pure (unjitted) device-data step `(state, arrays) -> (state, metrics)`: the batch
+    `draw(arrays, state.step)`, the key `fold_in(state.rng, state.step)`. One home for what a
+    step is, jitted here (`make_device_data_step_fns`) and vmapped over a member axis
+    (`jaxsynth.train.members`)."""
 
     def one_step(st: TrainState, arrays: dict):
         batch = draw(arrays, st.step)
         rng = jax.random.fold_in(st.rng, st.step)
         new, metrics = task.train_step(st, batch, rng)
         return new.replace(step=st.step + 1), _metrics_out(metrics, names)
+
+    return one_step
+
+
+def make_device_data_step_fns(task: Task, mesh, draw, names: list | None = None):
+    """Like `make_step_fns`, but the step takes the device-resident arrays and draws its own
+    batch for `state.step`: `(state, arrays) -> (state, metrics)`, and `k -> jitted
+    (state, arrays) -> (state, metrics[k])` (a `lax.scan` of length k)."""
+    rep = replicated(mesh)
+    one_step = device_data_step(task, draw, names)
 
     def jitted(fn):
         return jax.jit(fn, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
