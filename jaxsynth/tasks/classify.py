@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxsynth.models.classifier import PaperCNN
+from jaxsynth.train.device_data import fixed_batches
 
 DEFAULT_MODEL = PaperCNN()
 _CANONICAL: dict[nn.Module, nn.Module] = {}
@@ -73,18 +74,6 @@ def weighted_bce(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray) 
 def _adam(lr: float) -> optax.GradientTransformation:
     """Cached: the optimiser is a static field of the state, so a new object would recompile."""
     return optax.adam(lr)
-
-
-def _padded_batches(n: int, batch_size: int, order: np.ndarray | None = None):
-    """Index arrays of exactly `batch_size` (the last one padded) plus the validity mask."""
-    idx = np.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
-        chunk = idx[start : start + batch_size]
-        valid = np.ones(batch_size, bool)
-        if len(chunk) < batch_size:
-            valid[len(chunk) :] = False
-            chunk = np.concatenate([chunk, np.zeros(batch_size - len(chunk), chunk.dtype)])
-        yield chunk, valid
 
 
 def fit_classifier(
@@ -215,12 +204,9 @@ def predict_proba(
     fn = _predict_fn(canonical_model(model))
     variables = as_variables(weights)
     out = np.empty(len(images), np.float64)
-    batch_size = min(batch_size, max(len(images), 1))
-    for start, (chunk, valid) in zip(
-        range(0, len(images), batch_size), _padded_batches(len(images), batch_size), strict=True
-    ):
+    for chunk, valid in fixed_batches(len(images), batch_size):
         probs = np.asarray(fn(variables, to_unit_range(images[chunk])))
-        out[start : start + valid.sum()] = probs[valid]
+        out[chunk[valid]] = probs[valid]
     return out
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsynth.tasks import classify as single
-from jaxsynth.train.device_data import padded_size
+from jaxsynth.train.device_data import fixed_batches, padded_size
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -178,12 +178,7 @@ def predict_proba_many(
     stacked = _stack([single.as_variables(w) for w in weights])
     predict = _predict_many(model)
     out = np.empty((len(weights), len(images)), np.float64)
-    batch_size = min(batch_size, max(len(images), 1))
-    for start, (chunk, valid) in zip(
-        range(0, len(images), batch_size),
-        single._padded_batches(len(images), batch_size),
-        strict=True,
-    ):
+    for chunk, valid in fixed_batches(len(images), batch_size):
         probs = np.asarray(predict(stacked, single.to_unit_range(images[chunk])))
-        out[:, start : start + valid.sum()] = probs[:, valid]
+        out[:, chunk[valid]] = probs[:, valid]
     return out

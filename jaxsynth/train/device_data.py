@@ -43,6 +43,17 @@ RECORD_KEYS = ("image", "label", "mask", "weight")  # per-record arrays the engi
 BUCKET = 256  # device arrays are padded to a multiple of this many records
 
 
+def fixed_batches(n: int, batch_size: int):
+    """Yield (index array, validity mask) pairs of exactly `min(batch_size, n)` rows covering rows
+    0..n-1 in order, the last batch padded with row 0 and masked. WHY: every batch then has one
+    shape, so evaluation and prediction compile once, whatever n is."""
+    size = min(batch_size, max(n, 1))
+    for start in range(0, n, size):
+        idx = np.arange(start, start + size)
+        valid = idx < n
+        yield np.where(valid, idx, 0), valid
+
+
 def padded_size(n: int) -> int:
     """Records on device for `n` real ones: `n` below `BUCKET`, else the next multiple of
     `BUCKET`. WHY: the record count is then a runtime value, not a shape, so the study's arms

@@ -176,25 +176,20 @@ class Pause:
         time.sleep(self.seconds)
 
 
-def _eval_batches(arrays: dict, batch_size: int) -> list[dict]:
+def eval_batches(arrays: dict, batch_size: int) -> list[dict]:
     """Held-out arrays as fixed-size batches (one compiled eval step): image float32 [-1, 1],
     label int32, weight 1 on real rows and 0 on the last batch's padding."""
+    from jaxsynth.train.device_data import fixed_batches
+
     images, labels = np.asarray(arrays["image"]), np.asarray(arrays["label"], np.int32)
-    n = len(images)
-    size = min(batch_size, max(n, 1))
-    out = []
-    for start in range(0, n, size):
-        idx = np.arange(start, start + size)
-        valid = idx < n
-        idx = np.where(valid, idx, 0)
-        out.append(
-            {
-                "image": jnp.asarray(images[idx].astype(np.float32) / 127.5 - 1.0),
-                "label": jnp.asarray(labels[idx]),
-                "weight": jnp.asarray(valid.astype(np.float32)),
-            }
-        )
-    return out
+    return [
+        {
+            "image": jnp.asarray(images[idx].astype(np.float32) / 127.5 - 1.0),
+            "label": jnp.asarray(labels[idx]),
+            "weight": jnp.asarray(valid.astype(np.float32)),
+        }
+        for idx, valid in fixed_batches(len(images), batch_size)
+    ]
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -264,7 +259,7 @@ class Validation:
 
     def __call__(self, state, step: int, ctx: HookContext) -> None:
         if self._batches is None:
-            self._batches = _eval_batches(self.arrays, self.batch_size)
+            self._batches = eval_batches(self.arrays, self.batch_size)
         if self.persist and self._manager is None:
             self._open(ctx.workdir, state)
         fn = self._fn()

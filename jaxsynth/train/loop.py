@@ -113,7 +113,7 @@ class TrainResult:
     workdir: Path
 
 
-def _sample_batch(
+def sample_batch(
     arrays: dict[str, np.ndarray], global_batch_size: int, size: int | None = None
 ) -> dict[str, np.ndarray]:
     """A zero batch with the loader's global shapes/dtypes (what `Task.init` gets)."""
@@ -260,16 +260,16 @@ def train(
             worker_count=int(settings.data_workers),
         )
         data_iter = iter(loader)
-    sample_batch = _sample_batch(data.arrays, config.batch_size)
+    first_batch = sample_batch(data.arrays, config.batch_size)
     base_rng = jax.random.PRNGKey(config.seed)
 
     programs = run_programs(
-        task, mesh, config.batch_size, augment, device_arrays if on_device else sample_batch
+        task, mesh, config.batch_size, augment, device_arrays if on_device else first_batch
     )
     ckpt = (
         NoCheckpoints(workdir) if scratch else RunCheckpointer(workdir, settings.keep_checkpoints)
     )
-    abstract = abstract_state(task, base_rng, sample_batch, rep, config.image_size)
+    abstract = abstract_state(task, base_rng, first_batch, rep, config.image_size)
     restored = resume(
         ckpt,
         abstract,
@@ -278,7 +278,7 @@ def train(
         lambda saved: abstract_state(
             build_task(ml_collections.ConfigDict(saved)),
             base_rng,
-            _sample_batch(data.arrays, config.batch_size, int(saved["image_size"])),
+            sample_batch(data.arrays, config.batch_size, int(saved["image_size"])),
             rep,
             saved["image_size"],
         ),
@@ -288,7 +288,7 @@ def train(
     if restored is not None:
         state, data_iter = restored[0], restored[1]
     else:
-        state = programs.init(base_rng, sample_batch)
+        state = programs.init(base_rng, first_batch)
         ckpt.save(state, data_iter, cfg_dict)  # step 0: there is always a last good checkpoint
     if is_main and not scratch:
         (workdir / "config.json").write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
@@ -298,7 +298,7 @@ def train(
         programs.step_single,
         programs.step_multi,
         state,
-        device_arrays if on_device else sample_batch,
+        device_arrays if on_device else first_batch,
         None if on_device else config.batch_size,
         mesh,
         out,

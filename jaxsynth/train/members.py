@@ -61,9 +61,9 @@ from jaxsynth.train.device_data import (
     seed_data_key,
 )
 from jaxsynth.train.dispatch import MAX_AUTO_K, PendingMetrics
-from jaxsynth.train.hooks import _eval_batches
-from jaxsynth.train.loop import TrainingDiverged, _sample_batch
-from jaxsynth.train.steps import _shapes, cached_programs, device_data_step
+from jaxsynth.train.hooks import eval_batches
+from jaxsynth.train.loop import TrainingDiverged, sample_batch
+from jaxsynth.train.steps import array_shapes, cached_programs, device_data_step
 from jaxsynth.train.task import Task
 
 
@@ -230,7 +230,7 @@ def train_members(
     if size < max(len(m.arrays["image"]) for m in members):
         raise ValueError(f"size={size} is smaller than a member's training set")
     host = _stack_records(members, size)
-    parts = ("members", m_count, batch_size, augment, _shapes(host), jax.default_backend())
+    parts = ("members", m_count, batch_size, augment, array_shapes(host), jax.default_backend())
     programs: MemberPrograms = cached_programs(
         task, parts, lambda: _build_programs(task, batch_size, augment)
     )
@@ -238,7 +238,7 @@ def train_members(
     budgets_host = np.asarray([m.num_steps for m in members], np.int32)
     budgets = jax.device_put(budgets_host)
 
-    sample = _sample_batch(members[0].arrays, batch_size)
+    sample = sample_batch(members[0].arrays, batch_size)
     states = [programs.init(jax.random.PRNGKey(int(m.seed)), sample) for m in members]
     states = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
@@ -275,7 +275,7 @@ def train_members(
                 sums[name] = sums.get(name, 0.0) + window
             counts = counts + active.sum(0)
 
-    batches = _eval_batches(val_arrays, eval_batch_size)
+    batches = eval_batches(val_arrays, eval_batch_size)
     results = [MemberResult(None, -1, float("inf"), []) for _ in members]
     step = 0
     for point in sorted(due_at):

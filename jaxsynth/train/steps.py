@@ -222,7 +222,7 @@ def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: 
     return Programs(jax.jit(task.init, out_shardings=rep), single, multi, names)
 
 
-def _shapes(tree) -> tuple:
+def array_shapes(tree) -> tuple:
     return tuple(
         (k, tuple(np.shape(v)), str(getattr(v, "dtype", type(v)))) for k, v in sorted(tree.items())
     )
@@ -238,7 +238,7 @@ def run_programs(task: Task, mesh, batch_size: int, augment: str, sample: dict) 
         on_device,
         batch_size,
         augment,
-        _shapes(sample),
+        array_shapes(sample),
     )
     return cached_programs(
         task, parts, lambda: _build_programs(task, mesh, batch_size, augment, on_device)
