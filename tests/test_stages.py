@@ -145,3 +145,11 @@ def test_outputs_are_loaded_once_per_run_and_kept_outputs_not_at_all(tmp_path):
     results = StageRunner(tmp_path / "b", _config()).run(stages(keep=False))
     assert results["use2"]["got"] == "payload" and len(loads) == 1  # read once, shared
     assert loads[0].startswith("make-")  # from the finished directory, not the .partial one
+
+
+def test_a_key_error_of_the_stage_itself_is_not_blamed_on_the_config(tmp_path):
+    def fails(ctx):
+        return {"x": {"y": 1}["x"]}  # "x" is also a declared config key (a.x): not the cause
+
+    with pytest.raises(KeyError):
+        StageRunner(tmp_path, _config()).run([Stage("s", fails, config_keys=("a.x",))])

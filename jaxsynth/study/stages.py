@@ -281,6 +281,14 @@ def _undeclared(error: BaseException, stage: Stage, full: dict) -> str | None:
                 walk(v, path)
 
     walk(full, "")
+    keys = stage.config_keys
+    if ALL_KEYS in keys:
+        return None
+
+    def declared(path: str) -> bool:  # a key, or inside a declared group
+        return any(path == k or path.startswith(k + ".") for k in keys)
+
+    found = [path for path in found if not declared(path)]  # reads that the view lacks
     if not found:
         return None
     return (
