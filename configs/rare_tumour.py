@@ -98,6 +98,12 @@ def get_config(arg=None):
     c.eval.bootstrap = 1000  # bootstrap resamples for CIs
     c.eval.inception_weights = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (local)
     c.eval.tsne = True
+    # More feature spaces for FD/KID/PRDC of each synthetic set, next to the domain CNN's
+    # (docs/feature_spaces.md): "ssl" (an encoder trained on the training split), "pixels",
+    # "hf-vit:DIR", "timm-vit:DIR", "ssl:DIR", "inception:PATH". Each adds a cheap stage per
+    # generator seed and never reruns a generator or a classifier.
+    c.eval.extractors = ()
+    c.eval.ssl_config = ""  # variant of configs/ssl_encoder.py for "ssl" ("" = its default)
 
     # ---- Verdicts that survive a rerun (issue 19; docs/verdicts.md) ----------------------------
     c.study = ml_collections.ConfigDict()
@@ -135,6 +141,7 @@ def get_config(arg=None):
         c.classifier.seeds = (0, 1)
         c.eval.bootstrap = 100
         c.eval.tsne = False
+        c.eval.ssl_config = "smoke"
         c.study.generator_seeds = (0, 1)
         c.study.threshold_bootstrap = 50
     elif variant == "rigorous":

@@ -245,3 +245,39 @@ def test_compare_same_run_agrees_and_a_flipped_verdict_is_reported(study, tmp_pa
     assert main(["compare", str(workdir), str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "DIFFERS" in out and "1 of" in out and "jax_backend" in out
+
+
+def test_more_feature_spaces_rerun_only_their_stages_and_the_report(study):
+    """`eval.extractors`: the SSL encoder (trained on the training split) and a space per
+    generator seed; no generator or classifier reruns, FD in each space lands in the report."""
+    from jaxsynth.eval.features import PixelExtractor
+    from jaxsynth.eval.fid import fid_from_features
+
+    workdir, _ = study
+    cfg = _config("--config.eval.extractors=('ssl','pixels')")
+    runner = StageRunner(workdir, cfg)
+    runner.run(build_stages(cfg))
+    assert sorted(runner.ran) == [
+        "encoder_ssl",
+        "report",
+        "spaces_dcgan_g0",
+        "spaces_dcgan_g1",
+    ]
+    res = json.loads((workdir / "results.json").read_text())["feature_spaces"]
+    assert set(res["fd"]) == {"domain", "ssl", "pixels"}
+    assert len(res["fd"]["ssl"]["dcgan"]["fd_per_seed"]) == 2  # both generator seeds
+    assert "## Feature spaces" in (workdir / "report.md").read_text()
+    # the pixel-space FD is what the metric gives on the stage's own inputs
+    split = load_split(runner.dirs["split"] / "split")
+    tumour = split.label_of("tumour")
+    real = np.concatenate(
+        [split.val.of_classes([tumour]).images, split.test.of_classes([tumour]).images]
+    )
+    with np.load(runner.dirs["sample_dcgan_g0"] / "synthetic.npz") as z:
+        fake = z["images"]
+    px = PixelExtractor(16)
+    want = fid_from_features(px(real), px(fake))
+    assert res["per_stage"]["spaces_dcgan_g0"]["fd_pixels"] == pytest.approx(want, rel=1e-9)
+    # the encoder saw only training tiles
+    enc = json.loads((runner.dirs["encoder_ssl"] / "result.json").read_text())
+    assert enc["train_tiles"] == len(split.train)

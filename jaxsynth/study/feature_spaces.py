@@ -3,8 +3,14 @@ dataset, and tabulate FD per generator per space.
 
 Why here (study layer): the self-supervised encoder is trained by the engine (`train/`) on the
 study's real TRAINING split, which only the study knows; `eval/` stays free of training.
-The integrator calls `study_extractors(...)` and `fd_table(...)` from the quality stage; nothing
-in the study pipeline calls them yet.
+
+In the study (`jaxsynth run --config.eval.extractors="('ssl','pixels')"`): stage `encoder_ssl`
+trains the encoder on the training split once (when `ssl` is listed), and a stage
+`spaces_<gen>_g<k>` per generator seed measures FD / KID / PRDC of the synthetic set against the
+held-out real minority tiles in the domain CNN's space and in every listed space. They are
+stages of their own, read only by the report, so adding a feature space reruns them and the
+report, never a generator or a classifier. With `eval.extractors = ()` (the default) the study
+has none of these stages.
 
 `eval.extractors` entries: `ssl` (the encoder trained here, cached under
 `<cache_root>/ssl_<key>` where key = hash(training tiles, encoder config)), `ssl:DIR`,
@@ -198,3 +204,117 @@ def missing_component_check(
         f_ref = ext(ref)
         out[name] = {k: float(fid_from_features(f_ref, ext(v))) for k, v in sets.items()}
     return out
+
+
+# ---- the study's stages ---------------------------------------------------------------------
+
+SPACES_KEYS = ("seed", "image_size", "data", "classifier.model", "eval.extractors")
+ENCODER_KEYS = ("eval.ssl_config",)
+ENCODER_STAGE = "encoder_ssl"
+
+
+def wants_ssl(config) -> bool:
+    return any(str(e).strip() == "ssl" for e in config.eval.extractors)
+
+
+def encoder_stage():
+    """Stage `encoder_ssl`: the SimCLR encoder trained on the real training split (all classes,
+    never validation or test), kept in the stage's directory."""
+    from jaxsynth.study.common import study_split
+    from jaxsynth.study.stages import Stage
+
+    def fn(ctx):
+        split = study_split(ctx)
+        folder = ssl_encoder_for(split.train.images, ctx.dir, ctx.config.eval.ssl_config)
+        meta = json.loads((folder / "encoder.json").read_text())
+        return {"folder": folder.name, "steps": meta["steps"], "train_tiles": len(split.train)}
+
+    return Stage(ENCODER_STAGE, fn, config_keys=ENCODER_KEYS, inputs=("split",))
+
+
+def spaces_stage(gen: str, gseed: int, feature_arm: str, ssl: bool):
+    """Stage `spaces_<gen>_g<gseed>`: FD / KID / PRDC of the generator's synthetic set (before the
+    memorisation filter, as the quality stage's FID) vs the held-out real minority tiles, in the
+    domain space and in each `eval.extractors` space."""
+    from jaxsynth.study.common import gsuffix, study_split
+    from jaxsynth.study.stages import Stage
+
+    sfx = gsuffix(gseed)
+    sample = f"sample_{gen}{sfx}"
+
+    def fn(ctx):
+        from jaxsynth.eval.features import DomainExtractor
+        from jaxsynth.study.generators import SYNTHETIC_FILE, domain_feature_fn
+
+        study = ctx.config
+        split = study_split(ctx)
+        minority = split.label_of(study.data.minority_class)
+        heldout = np.concatenate(
+            [split.val.of_classes([minority]).images, split.test.of_classes([minority]).images]
+        )
+        with np.load(ctx.input_dir(sample) / SYNTHETIC_FILE) as z:
+            fake = z["images"]
+        domain = DomainExtractor(
+            domain_feature_fn(ctx.input_dir(feature_arm), study.classifier, study.image_size),
+            name=f"{study.classifier.model}_original",
+        )
+        names = []
+        for text in study.eval.extractors:
+            text = str(text).strip()
+            if text == "ssl":
+                folder = ctx.input_dir(ENCODER_STAGE) / ctx.input(ENCODER_STAGE)["folder"]
+                text = f"ssl:{folder}"
+            names.append(text)
+        extractors = {"domain": domain}
+        extractors.update(study_extractors(names, cache_root=ctx.dir))
+        out = metrics_in_spaces(
+            heldout, fake, extractors, kid_subset_size=100, kid_subsets=50, seed=study.seed
+        )
+        return {"generator": gen, "generator_seed": gseed, "real": len(heldout), **out}
+
+    inputs = ("split", sample, feature_arm) + ((ENCODER_STAGE,) if ssl else ())
+    return Stage(
+        f"spaces_{gen}{sfx}", fn, config_keys=SPACES_KEYS, inputs=inputs, extra_key=f"g={gseed}"
+    )
+
+
+def spaces_summary(results: dict[str, dict]) -> dict:
+    """From the `spaces_*` stage results: per space, each generator's FD (mean over its generator
+    seeds, with the per-seed values) and the generators ranked by it, best first."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for res in results.values():
+        for key, value in res.items():
+            if key.startswith("fd_") and value is not None:
+                per.setdefault(key[3:], {}).setdefault(res["generator"], []).append(float(value))
+    table = {
+        space: {g: {"fd_mean": float(np.mean(v)), "fd_per_seed": v} for g, v in gens.items()}
+        for space, gens in per.items()
+    }
+    ranking = {space: sorted(t, key=lambda g, t=t: t[g]["fd_mean"]) for space, t in table.items()}
+    return {"fd": table, "ranking": ranking}
+
+
+def spaces_markdown(summary: dict) -> str:
+    """The report's table: FD of each generator's synthetic tiles in each feature space."""
+    spaces = list(summary["fd"])
+    gens = sorted({g for t in summary["fd"].values() for g in t})
+    lines = [
+        "## Feature spaces",
+        "",
+        "Fréchet distance of each generator's synthetic tiles to the held-out real tumour tiles "
+        "in each feature space (mean over generator seeds; lower is closer), and the generators "
+        "ranked in each space. `domain`: the original arm's classifier (sees only what separates "
+        "the classes); `ssl`: the stack's self-supervised encoder trained on the real training "
+        "split; `pixels`: 16×16 pixels.",
+        "",
+        "| generator | " + " | ".join(f"FD {s}" for s in spaces) + " |",
+        "|---|" + "---:|" * len(spaces),
+    ]
+    for g in gens:
+        cells = [
+            f"{summary['fd'][s][g]['fd_mean']:.4g}" if g in summary["fd"][s] else "–"
+            for s in spaces
+        ]
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    lines += ["", *[f"- ranking in `{s}`: {' < '.join(summary['ranking'][s])}" for s in spaces]]
+    return "\n".join(lines) + "\n"

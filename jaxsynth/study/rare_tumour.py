@@ -193,6 +193,16 @@ def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
                     keys=CLASSIFIER_KEYS + DATA_KEYS + ("classifier.seeds",),
                 )
             )
+    spaces = []
+    if config.eval.extractors:  # more feature spaces: stages read only by the report
+        from jaxsynth.study import feature_spaces as fs
+
+        ssl = fs.wants_ssl(config)
+        stages += [fs.encoder_stage()] if ssl else []
+        for g in gens:
+            for k in gseeds:
+                stages.append(fs.spaces_stage(g, k, feature_arm, ssl))
+                spaces.append(stages[-1].name)
     arm_names = [st.name for st in stages if st.name.startswith(("arm_", "arms_"))]
     per_gen = [
         f"{kind}_{g}{gsuffix(k)}"
@@ -206,7 +216,7 @@ def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
             report_lib.report_stage(),
             config_keys=(ALL_KEYS,),  # results.json records the whole config
             outputs=report_lib.REPORT_OUTPUTS,
-            inputs=("split", *per_gen, *arm_names),
+            inputs=("split", *per_gen, *arm_names, *spaces),
         )
     )
     return stages

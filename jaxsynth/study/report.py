@@ -242,6 +242,13 @@ def report_stage():
                     figs[Path(fname).stem] = f"figures/{dst.name}"
             gen_figs[g] = figs
         verdict_extra, verdict_md = verdict_report(study, runs, split, fig_dir)
+        spaces = {n: ctx.input(n) for n in ctx.stage.inputs if n.startswith("spaces_")}
+        spaces_extra, spaces_md = {}, ""
+        if spaces:  # eval.extractors: FD in more feature spaces
+            from jaxsynth.study.feature_spaces import spaces_markdown, spaces_summary
+
+            spaces_extra = {"feature_spaces": {**spaces_summary(spaces), "per_stage": spaces}}
+            spaces_md = "\n" + spaces_markdown(spaces_extra["feature_spaces"])
         results = {
             "config": json.loads(study.to_json_best_effort()),
             "environment": environment(),
@@ -264,6 +271,7 @@ def report_stage():
             "skipped_arms": skipped_arms,
             "table": rows,
             **verdict_extra,
+            **spaces_extra,
         }
         dump_json(results, out_dir / "results.json")
         write_csv(rows, out_dir / "results.csv")
@@ -271,6 +279,7 @@ def report_stage():
             markdown_report(study, ctx.input("split"), rows, quality, gen_figs, skipped_arms)
             + "\n"
             + verdict_md
+            + spaces_md
         )
         verdict_lines = "\n".join(f"  {v}" for v in verdict_extra["verdicts"].values())
         return {
