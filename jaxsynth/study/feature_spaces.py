@@ -178,7 +178,7 @@ def missing_component_check(
     "noise": FD}} -- a space that sees the fibres puts "no_fibres" far above "real".
     """
     from jaxsynth.eval.fid import fid_from_features
-    from jaxsynth.eval.monitor import FeatureData, domain_extractor
+    from jaxsynth.tasks.domain import FeatureData, domain_extractor
 
     train_x, train_y = phantom_tiles(seed, n_train, image_size)
     val_x, val_y = phantom_tiles(seed + 4, 64, image_size)
