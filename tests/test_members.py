@@ -82,9 +82,11 @@ def _run(members, **kw):
     )
 
 
-def _close(a, b, atol=1e-6):
+def _close(a, b, atol=1e-6, rtol=1e-5):
+    """Weights equal up to float32 rounding: scanned or vmapped programs may fuse and round
+    differently (a CI run saw 1.2e-6 absolute on a weight of 0.6)."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+        np.testing.assert_allclose(x, y, atol=atol, rtol=rtol)
 
 
 def test_schedule_helpers():
