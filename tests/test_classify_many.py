@@ -20,7 +20,9 @@ MODEL = PaperCNN(filters=(4, 8), hidden=8)
 KW = dict(epochs=3, batch_size=8, lr=3e-3, class_weights=True, model=MODEL)
 
 
-def _data(n: int, tumour: int, seed: int):
+def blob_data(n: int, tumour: int, seed: int):
+    """n uint8 12-px tiles, the first `tumour` of them tumours with a bright learnable blob
+    (also the data of tests/test_members.py)."""
     rng = np.random.default_rng(seed)
     labels = np.zeros(n, np.int32)
     labels[:tumour] = 1
@@ -31,9 +33,9 @@ def _data(n: int, tumour: int, seed: int):
 
 @pytest.mark.slow
 def test_fit_classifiers_members_equal_one_at_a_time():
-    datasets = [_data(37, 6, 0), _data(20, 10, 1), _data(29, 4, 2)]
+    datasets = [blob_data(37, 6, 0), blob_data(20, 10, 1), blob_data(29, 4, 2)]
     seeds = [5, 6, 5]
-    val_images, val_labels = _data(30, 8, 9)
+    val_images, val_labels = blob_data(30, 8, 9)
     many = fit_classifiers(datasets, seeds, val_images=val_images, val_labels=val_labels, **KW)
     assert len(many) == 3
     probs_many = predict_proba_many([v for v, _ in many], val_images, MODEL, vmap=True)

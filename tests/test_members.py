@@ -25,6 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from test_classify_many import blob_data  # noqa: E402
 
 from jaxsynth.models.classifier import PaperCNN  # noqa: E402
 from jaxsynth.tasks import classify  # noqa: E402
@@ -44,17 +45,8 @@ SIZES = (37, 20, 29)
 SEEDS = (5, 6, 5)
 
 
-def _data(n: int, tumour: int, seed: int):
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(n, np.int32)
-    labels[:tumour] = 1
-    images = rng.integers(0, 120, (n, 12, 12, 3), dtype=np.uint8)
-    images[labels == 1, 3:9, 3:9] += 100  # a learnable blob
-    return images, labels
-
-
-DATASETS = [_data(37, 6, 0), _data(20, 10, 1), _data(29, 4, 2)]
-VAL = _data(30, 8, 9)
+DATASETS = [blob_data(37, 6, 0), blob_data(20, 10, 1), blob_data(29, 4, 2)]
+VAL = blob_data(30, 8, 9)
 
 
 def _task():
