@@ -14,6 +14,9 @@ Held-out pairs are the run's TEST split (never trained on):
   Inception when `--inception-weights` is given) vs the real test tiles, and mask IoU of the
   nuclei re-segmented from the output (diffusion/segmentation.py) vs the input mask, next to
   the same segmenter on the real tiles (its ceiling) and against shuffled masks (chance).
+  Then as the study samples it: new layouts from the training-mask bank, per class, FID vs that
+  class's test tiles -- next to any `--gan-run NAME=DIR` (an unconditional GAN trained on the
+  same split, e.g. the DCGAN) scored the same way.
 * CycleGAN: each test tile (protocol A) -> protocol B, scored against the SAME tissue rendered
   under protocol B (jaxsynth/data/stain.py), and B -> A against the original tile; plus the
   stain-statistics distance (mean H/E optical densities, eval/stain_metrics.py). "no
@@ -98,7 +101,17 @@ def _grid(rows: list[np.ndarray], path: Path, scale: int = 3) -> None:
     save_png(np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1), path)
 
 
-def pix2pix_quality(run: str, out: Path, weights: str | None) -> dict:
+def _batched_sample(fn, key, n: int, batch: int = 50) -> np.ndarray:
+    from jaxsynth.train.visuals import to_uint8
+
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        out.append(to_uint8(np.asarray(fn(jax.random.fold_in(key, i), m))))
+    return np.concatenate(out)
+
+
+def pix2pix_quality(run: str, out: Path, weights: str | None, gan_runs=()) -> dict:
     from jaxsynth.diffusion.segmentation import mask_guided_iou
 
     task, state, config, step, split = _load(run)
@@ -133,6 +146,34 @@ def pix2pix_quality(run: str, out: Path, weights: str | None) -> dict:
                 f"fid_{feats.kind}": feats.fid(fake[sel], test.images[sel]),
             }
     result["per_class"] = per_class
+    # The study's way: new layouts from the training-mask bank (no test mask is seen), per class,
+    # FID against that class's test tiles; the same numbers for any unconditional GAN given.
+    new_layouts = {}
+    for c, name in enumerate(split.class_names):
+        n = int((labels == c).sum())
+        if n >= 2:
+            key = jax.random.fold_in(jax.random.key(0), c)
+            imgs = _batched_sample(
+                lambda k, m, c=c: task.sample(state, k, m, jnp.full((m,), c, jnp.int32)), key, n
+            )
+            new_layouts[name] = {f"fid_{feats.kind}": feats.fid(imgs, test.images[labels == c])}
+    result["new_layouts"] = new_layouts
+    for gan_run in gan_runs:
+        name, _, path = gan_run.partition("=")
+        g_task, g_state, g_config, g_step, g_split = _load(path)
+        if not np.array_equal(np.asarray(g_split.test.ids), np.asarray(test.ids)):
+            raise SystemExit(f"--gan-run {gan_run}: its test split differs from the pix2pix run's")
+        cls = list(split.class_names).index(g_config.data.train_classes[0])
+        n = int((labels == cls).sum())
+        imgs = _batched_sample(
+            lambda k, m, t=g_task, s=g_state: t.sample(s, k, m), jax.random.key(1), n
+        )
+        result.setdefault("gan_baselines", {})[name] = {
+            "run": path,
+            "step": int(g_step),
+            "class": split.class_names[cls],
+            f"fid_{feats.kind}": feats.fid(imgs, test.images[labels == cls]),
+        }
     mask_rgb = np.repeat((test.masks[:8, ..., None] > 0).astype(np.uint8) * 255, 3, axis=-1)
     _grid([mask_rgb, fake[:8], test.images[:8]], out / "pix2pix_grid.png")
     return result
@@ -190,6 +231,14 @@ def main(argv=None) -> int:
     p.add_argument("--cyclegan-run", help="workdir of a trained configs/cyclegan.py run")
     p.add_argument("--out", required=True)
     p.add_argument("--inception-weights", help="pytorch-fid's pt_inception .pth (local)")
+    p.add_argument(
+        "--gan-run",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="an unconditional GAN run on the same split and size (e.g. dcgan=runs/dcgan32): "
+        "its samples' FID vs the test tiles of its class, next to pix2pix on new layouts",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +248,9 @@ def main(argv=None) -> int:
         "CycleGAN 0.92 / 34.1 dB / 15.7 (LIDC-IDRI CT)"
     }
     if args.pix2pix_run:
-        report["pix2pix"] = pix2pix_quality(args.pix2pix_run, out, args.inception_weights)
+        report["pix2pix"] = pix2pix_quality(
+            args.pix2pix_run, out, args.inception_weights, args.gan_run
+        )
         print("pix2pix (mask -> tile, test split):")
         _print(report["pix2pix"])
     if args.cyclegan_run:

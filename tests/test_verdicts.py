@@ -88,3 +88,25 @@ def test_forest_plot_and_markdown(judged, tmp_path):
     assert "| null | null_classical |" in md
     one = verdicts.markdown_section(judged, "pr_auc", 300, [0])
     assert "not** in these intervals" in one
+
+
+def test_paired_t_test_pairs_by_classifier_seed_and_matches_scipy(judged):
+    """Paper 004's t-test: pairs are classifier seeds, generator seeds averaged within a pair;
+    the statistic equals scipy's ttest_rel on those per-seed means, computed here by hand."""
+    from scipy import stats
+
+    def pts(seeds_vals):
+        return [(s, {"f1": v}) for s, v in seeds_vals]
+
+    arm = pts([(0, 0.70), (0, 0.74), (1, 0.80), (1, 0.78), (2, 0.75), (2, 0.77)])
+    ref = pts([(0, 0.70), (1, 0.71), (2, 0.69), (3, 0.9)])  # seed 3 has no partner: dropped
+    got = verdicts.paired_t_test(arm, ref, "f1")
+    want = stats.ttest_rel([0.72, 0.79, 0.76], [0.70, 0.71, 0.69])
+    assert got["n"] == 3
+    assert got["t"] == pytest.approx(want.statistic) and got["p"] == pytest.approx(want.pvalue)
+    assert verdicts.paired_t_test(arm[:2], ref, "f1") == {"n": 1, "t": None, "p": None}
+    # in the judged study: the planted effect is significant by the t-test too, the null is not
+    assert judged["clear"]["vs"]["original"]["pr_auc"]["t_test"]["p"] < 0.05
+    assert judged["clear"]["vs"]["original"]["pr_auc"]["t_test"]["n"] == 3
+    md = verdicts.markdown_section(judged, "pr_auc", 300, [0, 1, 2])
+    assert "paired t-test p" in md

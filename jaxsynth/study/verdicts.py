@@ -85,6 +85,13 @@ def hierarchical_arms(
             )
             for m in op.METRICS
         }
+    points_of = {
+        arm: [
+            (r["seed"], op.point_metrics(y, np.asarray(r["test_probs"]), r["threshold"]))
+            for r in arm_runs
+        ]
+        for arm, arm_runs in runs.items()
+    }
     out: dict[str, dict] = {}
     names = list(runs)
     for arm in names:
@@ -102,11 +109,42 @@ def hierarchical_arms(
             comp = {}
             for m, higher in op.METRICS.items():
                 d = hb.delta(res[m], per_arm[ref][m])
-                comp[m] = {**d, "verdict": hb.verdict(d, higher)}
+                comp[m] = {
+                    **d,
+                    "verdict": hb.verdict(d, higher),
+                    "t_test": paired_t_test(points_of[arm], points_of[ref], m),
+                }
             entry["vs"][ref] = comp
         entry["verdict"] = verdict_line(arm, entry["vs"], primary)
         out[arm] = entry
     return out
+
+
+def paired_t_test(arm_points, ref_points, metric: str) -> dict:
+    """Paper 004's paired t-test over runs, arm vs reference, on one metric.
+
+    Runs are paired by classifier seed (the arms share each seed's initialisation and data
+    order); an arm's generator seeds are averaged within a pair, so n = the number of classifier
+    seeds both arms have. Reported because the paper reports it: it sees only run-to-run
+    variation, not test-set sampling, so the verdicts come from the hierarchical interval.
+    `*_points` are (classifier seed, point metrics) pairs."""
+    from scipy import stats
+
+    def by_seed(points):
+        acc: dict[int, list[float]] = {}
+        for seed, m in points:
+            acc.setdefault(int(seed), []).append(float(m[metric]))
+        return {k: float(np.mean(v)) for k, v in acc.items()}
+
+    a, b = by_seed(arm_points), by_seed(ref_points)
+    seeds = sorted(set(a) & set(b))
+    diff = np.array([a[k] - b[k] for k in seeds])
+    if len(seeds) < 2 or not np.all(np.isfinite(diff)):
+        return {"n": len(seeds), "t": None, "p": None}
+    if np.all(diff == diff[0]):  # no spread: t is ±inf (or undefined for 0)
+        return {"n": len(seeds), "t": None, "p": 1.0 if diff[0] == 0 else 0.0}
+    res = stats.ttest_rel([a[k] for k in seeds], [b[k] for k in seeds])
+    return {"n": len(seeds), "t": float(res.statistic), "p": float(res.pvalue)}
 
 
 def verdict_line(arm: str, vs: dict[str, dict], metric: str) -> str:
@@ -133,7 +171,10 @@ def markdown_section(arms: dict[str, dict], primary: str, n_boot: int, gen_seeds
         f"95 % intervals from a hierarchical bootstrap ({n_boot} replicates): generator seeds "
         f"{list(gen_seeds)} → classifier seeds → test images (resampled jointly across arms, so "
         "Δs are paired on test images). Verdict on "
-        f"{LABELS[primary]}: *better*/*worse* when the Δ interval excludes 0, else *no evidence*.",
+        f"{LABELS[primary]}: *better*/*worse* when the Δ interval excludes 0, else *no evidence*. "
+        "The last column is paper 004's paired t-test over runs (pairs = classifier seeds, "
+        "generator seeds averaged within a pair): it ignores test-set sampling and is shown for "
+        "comparison with the paper, not used for the verdict.",
     ]
     if len(list(gen_seeds)) < 2:
         lines.append(
@@ -143,16 +184,18 @@ def markdown_section(arms: dict[str, dict], primary: str, n_boot: int, gen_seeds
     lines += ["", *[f"- {a['verdict']}" for a in arms.values()], ""]
     lines += [
         "| arm | vs | ΔF1 [95% CI] | ΔAUPRC [95% CI] | ΔAUC [95% CI] | Δsens@95%spec | ΔBrier "
-        "| verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| verdict | paired t-test p, {LABELS[primary]} / F1 (n) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     f = lambda d: f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"  # noqa: E731
+    _t = lambda d: "–" if d["t_test"]["p"] is None else f"{d['t_test']['p']:.3f}"  # noqa: E731
     for arm, a in arms.items():
         for ref, comp in a["vs"].items():
             lines.append(
                 f"| {arm} | {ref} | {f(comp['f1'])} | {f(comp['pr_auc'])} | "
                 f"{f(comp['roc_auc'])} | {f(comp['sens_at_spec95'])} | {f(comp['brier'])} | "
-                f"{comp[primary]['verdict']} |"
+                f"{comp[primary]['verdict']} | {_t(comp[primary])} / {_t(comp['f1'])} "
+                f"({comp['f1']['t_test']['n']}) |"
             )
     lines += [
         "",
