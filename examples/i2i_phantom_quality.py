@@ -78,7 +78,7 @@ class _Features:
 
     def __init__(self, split, weights: str | None):
         from jaxsynth.eval.features import InceptionExtractor
-        from jaxsynth.eval.monitor import FeatureData, domain_extractor
+        from jaxsynth.tasks.domain import FeatureData, domain_extractor
 
         if weights:
             self.extractor, self.kind = InceptionExtractor(weights), "inception"
