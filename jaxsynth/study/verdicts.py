@@ -55,12 +55,15 @@ def hierarchical_arms(
     n_boot: int,
     seed: int = 0,
     primary: str = "pr_auc",
+    refs: dict[str, list[str]] | None = None,
 ) -> dict[str, dict]:
     """Per arm: every metric's hierarchical mean/interval/variance split, Δ and verdict against
     each reference, and a one-line verdict on the `primary` metric.
 
     `runs[arm]` is a list of run dicts with "test_probs", "threshold", "seed" and (for arms fed
-    by a generator) "generator_seed"."""
+    by a generator) "generator_seed". `refs` maps an arm to the arms it is judged against
+    (default: the study's `references`), for designs other than the study's, e.g. a
+    domain-shift experiment whose arms are compared with the shifted baseline."""
     if primary not in op.METRICS:
         raise ValueError(f"verdict metric '{primary}' is not one of {', '.join(op.METRICS)}")
     y = np.asarray(labels, int)
@@ -105,7 +108,7 @@ def hierarchical_arms(
             "thresholds": [float(r["threshold"]) for r in runs[arm]],
             "vs": {},
         }
-        for ref in references(arm, names):
+        for ref in references(arm, names) if refs is None else refs.get(arm, []):
             comp = {}
             for m, higher in op.METRICS.items():
                 d = hb.delta(res[m], per_arm[ref][m])
