@@ -12,6 +12,9 @@ Variants:
   The test split is 10× Rane 2026's (100 tumour / 1,000 normal, same 1:10 prevalence) because
   a metric on 10 tumour images proves nothing.
 * `:all`: the default plus WGAN-GP.
+* Stable Diffusion: `--config.sd.model_path=DIR` adds the off-the-shelf `sd` arm; naming `sd_ft`
+  in `generators` as well adds SD fine-tuned on the training tumour tiles (`gen.sd_ft`,
+  docs/sd_finetune.md).
 * `:rigorous`: the default with 3 generator seeds (`study.generator_seeds`), so the verdicts'
   intervals include the generator's training variance (about 3x the generator time).
 * `:smoke`: tiny everything (tests).
@@ -21,7 +24,7 @@ Variants:
 """
 
 import ml_collections
-from jaxsynth.configs import cgan, dcgan, ddpm, wgan_gp
+from jaxsynth.configs import cgan, dcgan, ddpm, sd_finetune, wgan_gp
 
 from jaxsynth.config import Variants, base_config
 from jaxsynth.study.generators import study_generator
@@ -31,6 +34,8 @@ from jaxsynth.study.generators import study_generator
 GENERATORS = ("dcgan", "cgan", "ddpm")
 ALL_GENERATORS = ("dcgan", "cgan", "wgan_gp", "ddpm")
 VARIANTS = Variants(("smoke", "all", "paper", "rigorous"))
+# configs/sd_finetune.py's variant for each generator preset (study32: its default, LoRA r4)
+SD_FT_PRESETS = {"smoke": "smoke", "paper": "paper"}
 
 
 def _split(train, val, test):
@@ -48,6 +53,11 @@ def generators(preset: str) -> ml_collections.ConfigDict:
     g.cgan = study_generator(cgan.get_config(preset))
     g.wgan_gp = study_generator(wgan_gp.get_config(preset))
     g.ddpm = study_generator(ddpm.get_config(preset))
+    # Stable Diffusion fine-tuned (LoRA by default) on the training split's tumour tiles; off
+    # unless named in `generators`, and it needs `sd.model_path` (its base model, the `sd` arm's
+    # too, so both arms appear side by side). `--config.gen.sd_ft.sd_ft.mode=full` for full.
+    g.sd_ft = study_generator(sd_finetune.get_config(SD_FT_PRESETS.get(preset, "") + ",tumour"))
+    del g.sd_ft.sd_ft["model_path"]  # the study's sd.model_path, one key for both SD arms
     return g
 
 
@@ -73,7 +83,7 @@ def get_config(arg=None):
     c.gen = generators("study32")
 
     c.sd = ml_collections.ConfigDict()
-    c.sd.model_path = ""  # a local diffusers SD folder (Flax weights); empty = SD arm off
+    c.sd.model_path = ""  # a local diffusers SD folder (Flax or PyTorch weights); empty = SD off
     c.sd.prompt = "a high-resolution H&E stained histopathology patch of metastatic tumour tissue"
     c.sd.negative_prompt = ""
     c.sd.steps = 20

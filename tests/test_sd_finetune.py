@@ -270,3 +270,56 @@ def test_jaxsynth_train_without_the_cache_encodes_each_batch(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses and all(np.isfinite(v) for v in losses)
+
+
+@pytest.mark.slow  # 71 s on the 2-core CPU (LoRA step compile, classifier, two samplers)
+def test_study_sd_ft_generator_trains_on_training_tumour_tiles_only_and_samples(tmp_path):
+    """The study's `sd_ft` generator (`--config.generators=('sd_ft',)` + `sd.model_path`): LoRA
+    fine-tuning on the training split's tumour tiles only, then `synthetic.num` tiles at the
+    study's size through the memorisation filter; the adapters change the images of a seed."""
+    from jaxsynth.sd.pipeline import sample_images
+    from jaxsynth.study.common import load_stage_split
+    from jaxsynth.study.generators import SD_FT_INFO, enabled_generators
+    from jaxsynth.study.rare_tumour import foundation_stages, run_stages
+
+    cfg = load_config(
+        str(REPO / "configs" / "rare_tumour.py") + ":smoke",
+        [
+            "--config.generators=('sd_ft',)",
+            f"--config.sd.model_path={PIPELINE}",
+            "--config.sd.size=16",
+            "--config.sd.steps=2",
+            "--config.sd.num=2",
+            "--config.synthetic.num=6",
+            "--config.gen.sd_ft.num_steps=4",
+            "--config.gen.sd_ft.sampler.steps=2",
+            "--config.classifier.seeds=(0,)",
+            "--config.study.generator_seeds=(0,)",
+        ],
+    )
+    assert enabled_generators(cfg) == ["sd_ft", "sd"]  # both SD arms, side by side in the report
+    results = run_stages(foundation_stages(cfg), cfg, tmp_path)
+    (split_dir,) = tmp_path.glob("stages/split-*")
+    split = load_stage_split(split_dir)
+    tumour = split.label_of("tumour")
+    train_ids = split.train.of_classes([tumour]).ids
+    (gen_dir,) = tmp_path.glob("stages/gen_sd_ft_g0-*")
+    info = json.loads((gen_dir / SD_FT_INFO).read_text())
+    assert info["train_ids"] == list(train_ids) and len(train_ids) == 24
+    assert not set(info["train_ids"]) & set(split.val.ids + split.test.ids)
+    trained = results["gen_sd_ft_g0"]
+    assert trained["train_images"] == 24 and trained["cached_latents"] == 24 * 8
+    assert trained["steps"] == 4 and trained["mode"] == "lora"
+    assert trained["prompt"] == "H&E histopathology tile, metastatic tumour"
+    assert (gen_dir / "export" / "lora.json").is_file()
+    (sample_dir,) = tmp_path.glob("stages/sample_sd_ft_g0-*")
+    with np.load(sample_dir / "synthetic.npz") as z:
+        tuned = z["images"]
+    assert tuned.shape == (6, 16, 16, 3) and tuned.dtype == np.uint8
+    synth = results["synth_sd_ft_g0"]
+    assert synth["generated"] == 6 and 0 <= synth["kept"] <= 6
+    base = sample_images(
+        PIPELINE, prompt=trained["prompt"], num=6, seed=cfg.seed, steps=2, guidance=7.5,
+        size=16, out_size=16, progress=False,
+    )  # fmt: skip
+    assert not np.array_equal(base, tuned)

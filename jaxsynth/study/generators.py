@@ -32,6 +32,12 @@ def enabled_generators(config: ml_collections.ConfigDict) -> list[str]:
             raise UserError(f"generators: '{g}' has no settings under gen.{g}")
     if config.sd.model_path and "sd" not in gens:
         gens.append("sd")
+    for g in gens:
+        if isinstance(ADAPTERS.get(g), FinetunedSD) and not config.sd.model_path:
+            raise UserError(
+                f"generators: '{g}' fine-tunes Stable Diffusion: set sd.model_path to a local "
+                "SD folder (its base model, also sampled as the `sd` arm)"
+            )
     return gens
 
 
@@ -106,12 +112,26 @@ class EngineGenerator:
     def sample_keys(self, name: str) -> tuple[str, ...]:
         return ("seed", "synthetic.num", "data.minority_class")
 
+    def config(self, ctx, name: str, gseed: int) -> ml_collections.ConfigDict:
+        """The model config the engine trains (`generator_config`)."""
+        return generator_config(ctx.config, name, gseed)
+
+    def task(self, ctx, cfg, data, split: StudySplit):
+        """The Task to train, or None: the engine builds `cfg.task` itself."""
+        return None
+
+    def finish(self, ctx, cfg, task, result, split: StudySplit) -> dict:
+        """After training: anything the sample stage needs, and extra result entries."""
+        return {}
+
     def train(self, ctx, name: str, gseed: int) -> dict:
         from jaxsynth.train.loop import train
 
-        cfg = generator_config(ctx.config, name, gseed)
-        data = _train_data(cfg, study_split(ctx), f"generator '{name}'")
-        result = train(cfg, ctx.dir / "run", data)
+        cfg = self.config(ctx, name, gseed)
+        split = study_split(ctx)
+        data = _train_data(cfg, split, f"generator '{name}'")
+        task = self.task(ctx, cfg, data, split)
+        result = train(cfg, ctx.dir / "run", data, task=task)
         if result.interrupted:
             raise KeyboardInterrupt(f"generator {name} interrupted at step {result.step}")
         records = _read_metrics(ctx.dir / "run" / "metrics.jsonl")
@@ -119,6 +139,7 @@ class EngineGenerator:
             "steps": result.step,
             "train_images": len(data.arrays["label"]),
             "last_metrics": records[-1] if records else {},
+            **self.finish(ctx, cfg, task, result, split),
         }
 
     def sample(self, ctx, name: str, gseed: int, train_dir: Path) -> np.ndarray:
@@ -158,8 +179,80 @@ class PretrainedSD:
         )
 
 
+SD_FT_INFO = "sd_ft.json"  # in the training stage's dir: what the sample stage loads
+
+
+class FinetunedSD(EngineGenerator):
+    """Stable Diffusion fine-tuned on the training split's tiles of `gen.<name>.data.train_classes`
+    (the minority class: `configs/sd_finetune.py:tumour`), full or LoRA, by the fine-tuning Task
+    on the engine (`jaxsynth.sd.finetune`), then sampled by the same pipeline sampler as `sd`
+    with the fine-tuned U-Net (or the base U-Net with the adapters merged) at the study's
+    image size, prompted with the minority class's training prompt. The base model is the study's
+    `sd.model_path` (the `sd` arm's; `gen.<name>.sd_ft.model_path` is not used)."""
+
+    def train_keys(self, name: str) -> tuple[str, ...]:
+        return (*super().train_keys(name), "sd.model_path")
+
+    def sample_keys(self, name: str) -> tuple[str, ...]:
+        return ("seed", "image_size", "synthetic.num", "sd.model_path", f"gen.{name}.sampler")
+
+    def config(self, ctx, name: str, gseed: int) -> ml_collections.ConfigDict:
+        cfg = generator_config(ctx.config, name, gseed)
+        if not ctx.config.sd.model_path:
+            raise UserError(
+                f"generator '{name}' fine-tunes Stable Diffusion: set sd.model_path to a local "
+                "SD folder (the `sd` arm's base model)"
+            )
+        cfg.sd_ft.model_path = ctx.config.sd.model_path
+        return cfg
+
+    def task(self, ctx, cfg, data, split: StudySplit):
+        from jaxsynth.sd import finetune as ft
+
+        task = ft.make_task(cfg)
+        # The latent cache holds exactly the tiles `_train_data` picked (training split only).
+        task.prepare(data.arrays["image"], data.arrays["label"])
+        return task
+
+    def finish(self, ctx, cfg, task, result, split: StudySplit) -> dict:
+        from jaxsynth.sd import finetune as ft
+
+        ft.export(task, result.state, ctx.dir / "export")
+        labels = [split.label_of(c) for c in cfg.data.train_classes]
+        ids = split.train.of_classes(labels).ids
+        minority = split.label_of(cfg.data.minority_class)
+        info = {
+            "mode": cfg.sd_ft.mode,
+            "prompt": cfg.sd_ft.prompts[minority],
+            "train_ids": list(ids),
+            "cached_latents": int(task.cache["label"].shape[0]) if task.cache else 0,
+        }
+        (ctx.dir / SD_FT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+        return {k: v for k, v in info.items() if k != "train_ids"}
+
+    def sample(self, ctx, name: str, gseed: int, train_dir: Path) -> np.ndarray:
+        from jaxsynth.sd.pipeline import sample_images
+
+        study, g = ctx.config, ctx.config.gen[name]
+        info = json.loads((train_dir / SD_FT_INFO).read_text())
+        export = str(train_dir / "export")
+        return sample_images(
+            study.sd.model_path,
+            prompt=info["prompt"],
+            num=study.synthetic.num,
+            seed=study.seed + gseed,
+            steps=int(g.sampler.steps),
+            guidance=float(g.sampler.guidance),
+            size=study.image_size,
+            out_size=study.image_size,
+            progress=False,
+            unet_dir=export if info["mode"] == "full" else None,
+            lora_dir=export if info["mode"] == "lora" else None,
+        )
+
+
 ENGINE = EngineGenerator()
-ADAPTERS: dict[str, GeneratorAdapter] = {"sd": PretrainedSD()}
+ADAPTERS: dict[str, GeneratorAdapter] = {"sd": PretrainedSD(), "sd_ft": FinetunedSD()}
 
 
 def adapter(name: str) -> GeneratorAdapter:
