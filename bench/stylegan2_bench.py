@@ -15,6 +15,10 @@ both sides do the same work per cycle. ADA runs at p = `--ada-p` (> 0: the augme
 for every image D sees). The twin runs in a subprocess on the same shapes (eager, and
 torch.compile if asked), so both see the same machine load; G and D parameter counts of both
 sides are printed and must be equal (exit 1 otherwise). Prints a table, writes JSON (`--out`).
+
+Measure on a quiet machine: under background load torch eager's OpenMP threads stall (a :smoke
+eager step varied 0.25-11 s between runs on a shared 2-core machine); `--torch-threads 1` is
+the check.
 """
 
 from __future__ import annotations

@@ -597,7 +597,7 @@ class Twin:
                 step = math.copysign(1.0, rt - s["ada_target"]) if rt != s["ada_target"] else 0.0
                 self.p = min(max(self.p + step * self.sign_count / (s["ada_kimg"] * 1000), 0), 1)
                 self.sign_sum, self.sign_count = 0.0, 0
-        return float(g_loss) + float(d_loss)
+        return float(g_loss.detach()) + float(d_loss.detach())
 
 
 def fir_self_check() -> float:
