@@ -129,10 +129,12 @@ def jax_side(variant: str, steps: int, ada_p: float) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     compiled = fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
+    print(f"  jax {variant}: compiled in {compile_s:.1f} s", flush=True)
     kinds = {}
     for name, kind in spec["kinds"].items():
         st = state.replace(step=jnp.asarray(kind["step"], jnp.int32))
         kinds[name] = {"s_per_step": time_call(compiled, (st, batch), steps)}
+        print(f"  jax {variant} {name}: {kinds[name]['s_per_step']:.3f} s/step", flush=True)
     sec = sum(spec["kinds"][n]["weight"] * r["s_per_step"] for n, r in kinds.items())
     n_params = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
     out = {
