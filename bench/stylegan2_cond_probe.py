@@ -5,7 +5,7 @@ true), with and without ADA.
     python bench/stylegan2_cond_probe.py [--batch 8]
 
 XLA:CPU runs convolutions inside a conditional's branch far slower than outside one (measured
-2026-12-01: 403 vs 9,282 ms per call at batch 8; BENCHMARKS.md). Prints one line per case.
+2026-12-01: 333 vs 8,591 ms per call at batch 8; BENCHMARKS.md). Prints one line per case.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def start(tmp: Path, workdir: Path, out: Path, *overrides: str):
     )
 
 
-@pytest.mark.manual
+@pytest.mark.slow  # 145 s on the quiet 2-core CPU (three CLI processes, each compiling)
 def test_kill9_then_resume_is_bitwise_identical_with_p_and_counters(tmp_path):
     # R1 every 2, PL every 3, ADA every 2 steps at a speed that moves p visibly: a resume that
     # lost p, the ADA accumulator, pl_mean or the EMA ramp would differ in the final params.
