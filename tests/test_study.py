@@ -22,14 +22,20 @@ def _config(*extra):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+    """(workdir, results.json of the default config as first written).
+
+    Several tests below rerun the study in this workdir with other settings (fewer epochs, more
+    feature spaces), which rewrites results.json; under pytest-xdist any subset of them may run
+    before a given test, so tests that compare with the default run read this snapshot, never
+    the file on disk.
+    """
     workdir = tmp_path_factory.mktemp("study")
-    results = run_study(_config(), workdir)
-    return workdir, results
+    run_study(_config(), workdir)
+    return workdir, json.loads((workdir / "results.json").read_text())
 
 
 def test_report_has_every_arm_with_cis(study):
-    workdir, _ = study
-    res = json.loads((workdir / "results.json").read_text())
+    workdir, res = study
     assert set(res["arms"]) | set(res["skipped_arms"]) == {
         "original",
         "dcgan",
@@ -161,9 +167,8 @@ def test_ratio_sweep_shares_the_cache_and_reports_each_point(study):
         assert 0 <= r["f1_ci_low"] <= r["f1_mean"] + 1e-9 <= r["f1_ci_high"] + 2e-9 <= 1 + 2e-9
     assert (workdir / "figures" / "ratio_sweep.png").is_file()
     # the original arm came from the study's cache: identical numbers
-    study_res = json.loads((workdir / "results.json").read_text())
     assert rows[0.0]["f1_mean"] == pytest.approx(
-        study_res["arms"]["original"]["metrics"]["f1"]["mean"]
+        study[1]["arms"]["original"]["metrics"]["f1"]["mean"]
     )
 
 
@@ -181,7 +186,7 @@ def test_ratio_arm_counts_in_both_designs():
 
 
 def _results(study):
-    return json.loads((study[0] / "results.json").read_text())
+    return copy.deepcopy(study[1])
 
 
 def test_stages_per_generator_seed(tmp_path):
@@ -227,7 +232,10 @@ def test_report_has_verdicts_and_forest_plot(study):
 
 
 def test_compare_same_run_agrees_and_a_flipped_verdict_is_reported(study, tmp_path, capsys):
-    workdir, res = study[0], _results(study)
+    res = _results(study)
+    workdir = tmp_path / "a"  # the default run's results (the shared workdir may hold a rerun's)
+    workdir.mkdir()
+    (workdir / "results.json").write_text(json.dumps(res))
     assert main(["compare", str(workdir), str(workdir)]) == 0
     out = capsys.readouterr().out
     assert "0 of" in out and "verdicts differ" in out
@@ -236,13 +244,14 @@ def test_compare_same_run_agrees_and_a_flipped_verdict_is_reported(study, tmp_pa
     d["verdict"] = "worse" if d["verdict"] != "worse" else "better"
     d["ci95"] = [d["ci95"][1] + 1.0, d["ci95"][1] + 2.0]
     other["provenance"]["machine"]["jax_backend"] = "gpu"
-    (tmp_path / "results.json").write_text(json.dumps(other))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "results.json").write_text(json.dumps(other))
     rows = compare_results(res, other)
     bad = [r for r in rows["rows"] if not r["same_verdict"]]
     assert [(r["arm"], r["vs"], r["metric"]) for r in bad] == [("dcgan", "original", "pr_auc")]
     assert not bad[0]["overlap"]
     assert rows["provenance_changes"]["machine.jax_backend"][1] == "gpu"
-    assert main(["compare", str(workdir), str(tmp_path)]) == 1
+    assert main(["compare", str(workdir), str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "DIFFERS" in out and "1 of" in out and "jax_backend" in out
 
