@@ -69,6 +69,7 @@ def hierarchical_arms(
     y = np.asarray(labels, int)
     idx = cls.resample_indices(y, n_boot, seed, stratified=True)
     per_arm: dict[str, dict] = {}
+    points_of: dict[str, list] = {}  # (classifier seed, point metrics) per run: the t-tests
     for arm, arm_runs in runs.items():
         groups = np.array([r.get("generator_seed") or 0 for r in arm_runs])
         has_gen = any(r.get("generator_seed") is not None for r in arm_runs)
@@ -78,6 +79,7 @@ def hierarchical_arms(
         points = [
             op.point_metrics(y, np.asarray(r["test_probs"]), r["threshold"]) for r in arm_runs
         ]
+        points_of[arm] = [(r["seed"], pt) for r, pt in zip(arm_runs, points, strict=True)]
         per_arm[arm] = {
             m: hb.hierarchical_bootstrap(
                 np.stack([d[m] for d in draws]),
@@ -88,13 +90,6 @@ def hierarchical_arms(
             )
             for m in op.METRICS
         }
-    points_of = {
-        arm: [
-            (r["seed"], op.point_metrics(y, np.asarray(r["test_probs"]), r["threshold"]))
-            for r in arm_runs
-        ]
-        for arm, arm_runs in runs.items()
-    }
     out: dict[str, dict] = {}
     names = list(runs)
     for arm in names:
