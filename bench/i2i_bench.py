@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,15 +87,9 @@ def torch_step(spec: dict, args) -> dict:
     if not args.torch_python or not Path(args.torch_python).is_file():
         return {"error": f"no PyTorch interpreter at '{args.torch_python}'"}
     full = {**spec, "steps": args.steps, "modes": args.torch_modes.split(",")}
-    proc = subprocess.run(
-        [args.torch_python, str(HERE / "torch_i2i.py"), json.dumps(full)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from twin import run_twin
+
+    return run_twin(args.torch_python, HERE / "torch_i2i.py", full)
 
 
 def main(argv=None) -> int:

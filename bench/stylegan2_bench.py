@@ -27,14 +27,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 
 def parse_args(argv=None):
@@ -159,15 +157,9 @@ def torch_side(spec: dict, args) -> dict:
     }
     if args.torch_threads > 0:
         full["threads"] = args.torch_threads
-    proc = subprocess.run(
-        [args.torch_python, str(HERE / "torch_stylegan2.py"), json.dumps(full)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from twin import run_twin
+
+    return run_twin(args.torch_python, HERE / "torch_stylegan2.py", full)
 
 
 def _fmt(x, spec=".2f"):
