@@ -6,8 +6,10 @@ run (issue 17; goal: JAX ≥ 1.5× the eager twin at 64 px on CPU).
     python bench/stylegan2_bench.py --variants smoke --steps 1 --out /tmp/sg2.json  # check
 
 Per config variant (default `study32,study64` of configs/stylegan2.py, batch from the config)
-the JAX step is compiled once (all branches: the lazy R1/PL run under `lax.cond`; compile time
-reported separately) with jaxsynth's XLA flags. A lazy-regularisation cycle of
+the JAX step is compiled as the engine runs it on CPU: one program per regulariser phase
+(`StyleGan2Task.step_phase`; compile time summed and reported separately), with jaxsynth's XLA
+flags; `--dynamic` times the one program with every branch inside instead (the K-step scan's
+step: `lax.cond` on GPU/TPU, compute-and-select on CPU). A lazy-regularisation cycle of
 lcm(r1_interval, pl_interval) steps has up to four kinds of step (plain, PL, R1, R1+PL; 12, 3,
 0, 1 of 16 at the study configs); each kind is timed over `--steps` calls after one warm-up
 (benchutil.time_call), on both sides, and the cycle average weights them by their frequency, so
@@ -40,6 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="study32,study64", help="configs/stylegan2.py variants")
     p.add_argument("--steps", type=int, default=3, help="timed steps per kind (after 1 warm-up)")
     p.add_argument("--ada-p", type=float, default=0.2, help="ADA strength during the timing")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="time the one dynamic program (all branches) instead of one program per phase",
+    )
     p.add_argument(
         "--torch-python",
         default=os.environ.get("JAXSYNTH_TORCH_PYTHON", ""),
@@ -104,7 +111,7 @@ def twin_spec(config, ada_p: float) -> dict:
     return spec
 
 
-def jax_side(variant: str, steps: int, ada_p: float) -> tuple[dict, dict]:
+def jax_side(variant: str, steps: int, ada_p: float, dynamic: bool) -> tuple[dict, dict]:
     import jax
     import jax.numpy as jnp
     from benchutil import time_call
@@ -123,22 +130,35 @@ def jax_side(variant: str, steps: int, ada_p: float) -> tuple[dict, dict]:
     }
     state = jax.jit(task.init)(jax.random.key(1), batch)
     state = state.replace(aux={**state.aux, "ada_p": jnp.asarray(spec["ada_p"], jnp.float32)})
-    fn = jax.jit(lambda st, bt: task.train_step(st, bt, jax.random.fold_in(st.rng, st.step)))
-    t0 = time.perf_counter()
-    compiled = fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    print(f"  jax {variant}: compiled in {compile_s:.1f} s", flush=True)
+    programs: dict = {}  # phase (None: dynamic) -> compiled step
+    compile_s = 0.0
+
+    def program(phase):
+        nonlocal compile_s
+        if phase not in programs:
+            kw = {} if phase is None else {"phase": phase}
+            fn = jax.jit(
+                lambda st, bt: task.train_step(st, bt, jax.random.fold_in(st.rng, st.step), **kw)
+            )
+            t0 = time.perf_counter()
+            programs[phase] = fn.lower(state, batch).compile()
+            compile_s += time.perf_counter() - t0
+        return programs[phase]
+
     kinds = {}
     for name, kind in spec["kinds"].items():
         st = state.replace(step=jnp.asarray(kind["step"], jnp.int32))
+        compiled = program(None if dynamic else task.step_phase(kind["step"]))
         kinds[name] = {"s_per_step": time_call(compiled, (st, batch), steps)}
         print(f"  jax {variant} {name}: {kinds[name]['s_per_step']:.3f} s/step", flush=True)
+    print(f"  jax {variant}: {len(programs)} program(s) compiled in {compile_s:.1f} s", flush=True)
     sec = sum(spec["kinds"][n]["weight"] * r["s_per_step"] for n, r in kinds.items())
     n_params = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
     out = {
         "steps_per_s": 1 / sec,
         "images_per_s": b / sec,
         "compile_s": compile_s,
+        "programs": "dynamic" if dynamic else "per phase",
         "kinds": kinds,
         "g_params": n_params(state["generator"].params),
         "d_params": n_params(state["discriminator"].params),
@@ -175,7 +195,7 @@ def main(argv=None) -> int:
 
     rows, mismatch = [], False
     for variant in args.variants.split(","):
-        j, spec = jax_side(variant, args.steps, args.ada_p)
+        j, spec = jax_side(variant, args.steps, args.ada_p, args.dynamic)
         t = torch_side(spec, args)
         row = {"variant": variant, "size": spec["image_size"], "batch": spec["batch"]}
         row.update(jax=j, torch=t, spec=spec)

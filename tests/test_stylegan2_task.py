@@ -74,6 +74,46 @@ def test_lazy_regularisers_fire_inside_the_step_at_the_right_steps():
 
 
 @pytest.mark.slow
+def test_static_phases_compute_what_the_dynamic_step_computes():
+    """The engine's per-phase programs (`step_phase`, CPU's default) give the values of the one
+    dynamic step over all four phases of the smoke schedule (R1 every 2, PL every 3 steps:
+    steps 0-3 are both, neither, R1, PL)."""
+    cfg = smoke("stylegan.r1_interval=2", "stylegan.pl_interval=3")
+    task = build_task(cfg)
+    x = np.random.default_rng(3).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    batch = {"image": jnp.asarray(x), "label": jnp.ones(8, jnp.int32)}
+    state0 = task.init(jax.random.key(0), batch)
+    want = [(True, True), (False, False), (False, True), (True, False), (False, True)]
+    assert [task.step_phase(i) for i in range(5)] == want
+
+    def make(phase):
+        @jax.jit
+        def step(st, b):
+            rng = jax.random.fold_in(st.rng, st.step)
+            if phase is None:
+                return task.train_step(st, b, rng)
+            return task.train_step(st, b, rng, phase=phase)
+
+        return step
+
+    dynamic, static = make(None), {}
+    a = b = state0
+    for i in range(4):
+        phase = task.step_phase(i)
+        static.setdefault(phase, make(phase))
+        a, ma = dynamic(a, batch)
+        b, mb = static[phase](b, batch)
+        a, b = a.replace(step=a.step + 1), b.replace(step=b.step + 1)
+        assert sorted(ma) == sorted(mb)
+        for name in ma:
+            np.testing.assert_allclose(mb[name], ma[name], rtol=2e-4, atol=1e-6, err_msg=name)
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jax.dtypes.issubdtype(la.dtype, jax.dtypes.prng_key):
+            la, lb = jax.random.key_data(la), jax.random.key_data(lb)
+        np.testing.assert_allclose(np.asarray(lb), np.asarray(la), rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_ada_p_rises_when_d_overfits_a_tiny_set_and_falls_otherwise():
     x = np.random.default_rng(2).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     # p moves 8/400 = 0.02 per step; no R1/PL/mixing: a smaller program to compile

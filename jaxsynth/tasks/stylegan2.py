@@ -13,9 +13,11 @@ One engine step = one G update (main loss + on PL steps the path-length penalty 
 one D update (main loss + on R1 steps γ/2·‖∇D(real)‖² × interval). The official code takes the
 regulariser as a separate optimiser step; summing into one step keeps one Adam update per network
 per step. Adam's lr and betas are scaled by interval/(interval + 1) as in the official lazy
-regularisation. On GPU/TPU the regularised branches run under `lax.cond`, so the off steps do not
-pay for the second-order gradients; on CPU they are computed every step and selected
-(`lazy_branch`: XLA:CPU's conditionals slow convolutions down far more than that costs).
+regularisation. When the engine dispatches one step at a time (CPU's default) it compiles one
+program per regulariser phase (`step_phase`), so the off steps do not even contain the
+second-order gradients. Inside a K-step scan (GPU/TPU) the branches run under `lax.cond`; on CPU
+there they are computed every step and selected (`lazy_branch`: XLA:CPU's conditionals slow
+convolutions down far more than that costs).
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def lazy_branch(fires: jax.Array, on, off):
     if jax.default_backend() != "cpu":
         return jax.lax.cond(fires, on, off, None)
     return jax.tree.map(lambda a, b: jnp.where(fires, a, b), on(None), off(None))
+
+
+def branch(fires: jax.Array, static: bool | None, on, off):
+    """The regulariser's branch: fixed at trace time when the engine dispatches a static phase
+    (`StyleGan2Task.step_phase`: only the branch that runs is compiled), else `lazy_branch`."""
+    if static is None:
+        return lazy_branch(fires, on, off)
+    return on(None) if static else off(None)
 
 
 def ema_beta(step: jax.Array, batch: int, ema_kimg: float, rampup: float) -> jax.Array:
@@ -126,6 +136,14 @@ class StyleGan2Task:
                 f"batch_size={self.batch} is not divisible by model.mbstd_group={group} "
                 "(minibatch-stddev groups)"
             )
+
+    def step_phase(self, step: int) -> tuple[bool, bool]:
+        """(path length fires, R1 fires) at `step`: the engine compiles one single-step program
+        per phase, so on CPU the 3 of 4 steps without a regulariser skip it (docs/stylegan2.md)."""
+        s = self.s
+        pl = s.pl_weight > 0 and s.pl_interval > 0 and step % int(s.pl_interval) == 0
+        r1 = s.r1_gamma > 0 and s.r1_interval > 0 and step % int(s.r1_interval) == 0
+        return bool(pl), bool(r1)
 
     # -- helpers ---------------------------------------------------------------------------
     def with_truncation(self, psi: float) -> StyleGan2Task:
@@ -195,8 +213,11 @@ class StyleGan2Task:
             aux=aux,
         )
 
-    def train_step(self, state: StyleGanState, batch: dict, rng: jax.Array):
+    def train_step(self, state: StyleGanState, batch: dict, rng: jax.Array, phase=None):
+        """One G and one D update; `phase` = `step_phase(step)` when the engine compiled this
+        step for it (the regularisers' branches fixed), None = decided from `state.step`."""
         s, step, aux = self.s, state.step, dict(state.aux)
+        static_pl, static_r1 = (None, None) if phase is None else phase
         g, d = state["generator"], state["discriminator"]
         p = aux["ada_p"]
         real = batch["image"]
@@ -235,7 +256,7 @@ class StyleGan2Task:
 
         if s.pl_weight > 0 and s.pl_interval > 0:  # else not even traced (compile time)
             do_pl = reg_fires(step, int(s.pl_interval))
-            pl_grads, aux["pl_mean"], aux["pl_last"] = lazy_branch(do_pl, pl_on, pl_off)
+            pl_grads, aux["pl_mean"], aux["pl_last"] = branch(do_pl, static_pl, pl_on, pl_off)
             g_grads = jax.tree.map(jnp.add, g_grads, pl_grads)
         updates, g_opt = g.tx.update(g_grads, g.opt_state, g.params)
         g_params = optax.apply_updates(g.params, updates)
@@ -274,7 +295,7 @@ class StyleGan2Task:
 
         if s.r1_gamma > 0 and s.r1_interval > 0:
             do_r1 = reg_fires(step, int(s.r1_interval))
-            r1_grads, aux["r1_last"] = lazy_branch(do_r1, r1_on, r1_off)
+            r1_grads, aux["r1_last"] = branch(do_r1, static_r1, r1_on, r1_off)
             d_grads = jax.tree.map(jnp.add, d_grads, r1_grads)
         d = d.apply_gradients(d_grads)
 

@@ -295,7 +295,7 @@ def train(
         write_environment(workdir)
 
     compiled = AotSteps(
-        programs.step_single,
+        programs.single_for,
         programs.step_multi,
         state,
         device_arrays if on_device else first_batch,
@@ -305,6 +305,9 @@ def train(
         programs.compiled,
     )
     metric_names = programs.metric_names
+    # Static step phases (Task doc) when every dispatch is one step; a K-step scan keeps the
+    # task's dynamic step (and so does a tail of single steps after K-step dispatches).
+    step_phase = getattr(task, "step_phase", None) if k_steps == 1 else None
 
     def produce(first: int, local: list[dict]):
         return _device_batch(first, local, mesh)
@@ -360,7 +363,8 @@ def train(
     with _StopFlag() as stop:
         while step < config.num_steps:
             batch, k = next(batches)
-            state, metrics = compiled(k)(state, batch)
+            phase = None if step_phase is None else step_phase(step)
+            state, metrics = compiled(k, phase)(state, batch)
             pending.push(step, k, metrics)
             prev, step = step, step + k
             due = [h for h in hooks if h.due(prev, step, step == config.num_steps)]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -29,17 +30,20 @@ class AotSteps:
 
     Compiling before the first batch arrives keeps the first step's time honest in the progress
     line and makes the compile cost visible (it dominates short CPU runs). One executable per
-    dispatch size k (K, and 1 for a tail of fewer than K steps), built on first use.
+    dispatch size k (K, and 1 for a tail of fewer than K steps) and, for single steps of a task
+    with `step_phase`, per phase; each built on first use.
     """
 
     def __init__(
-        self, step_single, step_multi, state, sample, global_batch_size, mesh, out, compiled=None
+        self, single_for, step_multi, state, sample, global_batch_size, mesh, out, compiled=None
     ):
-        """`sample`: a zero global batch (Grain path: K of them are stacked per dispatch), or
-        with `global_batch_size=None` the device-resident arrays (the same every dispatch;
+        """`single_for(phase)`: the jitted single step of that phase (None: the task's dynamic
+        step). `sample`: a zero global batch (Grain path: K of them are stacked per dispatch),
+        or with `global_batch_size=None` the device-resident arrays (the same every dispatch;
         `step_multi(k)` then gives the jitted K-step function). `compiled`: a dict shared
         with earlier runs of the same program (`cached_programs`), filled on first use."""
-        self._fns = {1: step_single, "multi": step_multi}
+        self._single_for = single_for
+        self._multi = step_multi
         self._state_spec = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
         )
@@ -49,37 +53,34 @@ class AotSteps:
         self._out = out
         self._compiled: dict[int, Any] = {} if compiled is None else compiled
 
-    def __call__(self, k: int):
-        if k not in self._compiled and self._device_data:
-            fn = self._fns[1] if k == 1 else self._fns["multi"](k)
+    def __call__(self, k: int, phase: Hashable = None):
+        """The executable for a dispatch of k steps (`phase`: only with k = 1)."""
+        key = k if phase is None else (k, phase)
+        if key in self._compiled:
+            return self._compiled[key]
+        if self._device_data:
+            fn = self._single_for(phase) if k == 1 else self._multi(k)
             spec = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self._sample
             )
-            t0 = time.perf_counter()
-            self._compiled[k] = fn.lower(self._state_spec, spec).compile()
-            self._report(k, time.perf_counter() - t0)
-        if k not in self._compiled:
+        else:
             lead = 0 if k == 1 else 1
             sharding = batch_sharding(self._mesh, lead)
-            batch_spec = {
-                key: jax.ShapeDtypeStruct(
+            spec = {
+                name: jax.ShapeDtypeStruct(
                     ((k,) if lead else ()) + v.shape, v.dtype, sharding=sharding
                 )
-                for key, v in self._sample.items()
+                for name, v in self._sample.items()
             }
-            fn = self._fns[1] if k == 1 else self._fns["multi"]
-            t0 = time.perf_counter()
-            self._compiled[k] = fn.lower(self._state_spec, batch_spec).compile()
-            self._report(k, time.perf_counter() - t0)
-        return self._compiled[k]
-
-    def _report(self, k: int, seconds: float) -> None:
-        print(
-            f"compiled the train step ({k} step{'s' if k > 1 else ''} per dispatch) "
-            f"in {seconds:.1f} s",
-            file=self._out,
-            flush=True,
-        )
+            fn = self._single_for(phase) if k == 1 else self._multi
+        t0 = time.perf_counter()
+        self._compiled[key] = fn.lower(self._state_spec, spec).compile()
+        seconds = time.perf_counter() - t0
+        what = f"{k} step{'s' if k > 1 else ''} per dispatch"
+        if phase is not None:
+            what += f", phase {phase}"
+        print(f"compiled the train step ({what}) in {seconds:.1f} s", file=self._out, flush=True)
+        return self._compiled[key]
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
@@ -116,19 +117,33 @@ def _metrics_out(metrics: dict, names: list | None):
     keys = sorted(metrics)
     if not names:
         names.extend(keys)
+    elif keys != names:  # every phase of a step packs the same vector
+        raise ValueError(f"the train step's metrics changed: {keys} vs {names}")
     return jnp.stack([metrics[k].reshape(()) for k in keys])
 
 
-def make_step_fns(task: Task, mesh, names: list | None = None) -> tuple[Any, Any]:
+def _task_step(task: Task, phase: Hashable):
+    """`task.train_step`, with `phase=` passed when the engine dispatches a static phase
+    (`Task.step_phase`); tasks without phases never see the keyword."""
+    if phase is None:
+        return task.train_step
+    return functools.partial(task.train_step, phase=phase)
+
+
+def make_step_fns(
+    task: Task, mesh, names: list | None = None, phase: Hashable = None
+) -> tuple[Any, Any]:
     """The engine's compiled steps: `(state, batch) -> (state, metrics)` for one step and
     `(state, batches[K]) -> (state, metrics[K])` for K steps via `lax.scan`. Batch sharded on
     "data", state replicated and donated, step key `fold_in(state.rng, state.step)`. With
-    `names` (an empty list) the metrics come back as one packed vector (`_metrics_out`)."""
+    `names` (an empty list) the metrics come back as one packed vector (`_metrics_out`).
+    `phase`: the single step traced for that static phase (`Task.step_phase`)."""
     rep = replicated(mesh)
+    train_step = _task_step(task, phase)
 
     def one_step(st: TrainState, batch: dict):
         rng = jax.random.fold_in(st.rng, st.step)
-        new, metrics = task.train_step(st, batch, rng)
+        new, metrics = train_step(st, batch, rng)
         return new.replace(step=st.step + 1), _metrics_out(metrics, names)
 
     step_single = jax.jit(
@@ -163,27 +178,30 @@ def device_draw(global_batch_size: int, augment: str, mesh):
     return draw
 
 
-def device_data_step(task: Task, draw, names: list | None = None):
+def device_data_step(task: Task, draw, names: list | None = None, phase: Hashable = None):
     """The pure (unjitted) device-data step `(state, arrays) -> (state, metrics)`: the batch
     `draw(arrays, state.step)`, the key `fold_in(state.rng, state.step)`. One home for what a
     step is, jitted here (`make_device_data_step_fns`) and vmapped over a member axis
     (`jaxsynth.train.members`)."""
+    train_step = _task_step(task, phase)
 
     def one_step(st: TrainState, arrays: dict):
         batch = draw(arrays, st.step)
         rng = jax.random.fold_in(st.rng, st.step)
-        new, metrics = task.train_step(st, batch, rng)
+        new, metrics = train_step(st, batch, rng)
         return new.replace(step=st.step + 1), _metrics_out(metrics, names)
 
     return one_step
 
 
-def make_device_data_step_fns(task: Task, mesh, draw, names: list | None = None):
+def make_device_data_step_fns(
+    task: Task, mesh, draw, names: list | None = None, phase: Hashable = None
+):
     """Like `make_step_fns`, but the step takes the device-resident arrays and draws its own
     batch for `state.step`: `(state, arrays) -> (state, metrics)`, and `k -> jitted
     (state, arrays) -> (state, metrics[k])` (a `lax.scan` of length k)."""
     rep = replicated(mesh)
-    one_step = device_data_step(task, draw, names)
+    one_step = device_data_step(task, draw, names, phase)
 
     def jitted(fn):
         return jax.jit(fn, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
@@ -202,13 +220,23 @@ def make_device_data_step_fns(task: Task, mesh, draw, names: list | None = None)
 
 @dataclasses.dataclass
 class Programs:
-    """A run's jitted init and steps, and the executables compiled from them (by K)."""
+    """A run's jitted init and steps, and the executables compiled from them (by K, phase)."""
 
     init: Any
     step_single: Any
     step_multi: Any
     metric_names: list[str]  # filled when the step is traced (one packed vector)
     compiled: dict = dataclasses.field(default_factory=dict)
+    make_single: Callable[[Hashable], Any] | None = None  # phase -> jitted single step
+    singles: dict = dataclasses.field(default_factory=dict)
+
+    def single_for(self, phase: Hashable = None):
+        """The jitted single step of a static phase (`Task.step_phase`); None: the dynamic one."""
+        if phase is None:
+            return self.step_single
+        if phase not in self.singles:
+            self.singles[phase] = self.make_single(phase)
+        return self.singles[phase]
 
 
 def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: bool) -> Programs:
@@ -216,10 +244,22 @@ def _build_programs(task: Task, mesh, batch_size: int, augment: str, on_device: 
     names: list[str] = []
     if on_device:
         draw = device_draw(batch_size, augment, mesh)
-        single, multi = make_device_data_step_fns(task, mesh, draw, names)
+
+        def make(phase):
+            return make_device_data_step_fns(task, mesh, draw, names, phase)
     else:
-        single, multi = make_step_fns(task, mesh, names)
-    return Programs(jax.jit(task.init, out_shardings=rep), single, multi, names)
+
+        def make(phase):
+            return make_step_fns(task, mesh, names, phase)
+
+    single, multi = make(None)
+    return Programs(
+        jax.jit(task.init, out_shardings=rep),
+        single,
+        multi,
+        names,
+        make_single=lambda phase: make(phase)[0],
+    )
 
 
 def array_shapes(tree) -> tuple:

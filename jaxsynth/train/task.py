@@ -55,6 +55,14 @@ Contract, in detail:
 * ``eval_step(state, batch) -> {name: sum, ..., "count": rows}`` and ``eval_variables(state)``
   (optional, together): held-out evaluation for the `Validation` hook (`train.eval_every`;
   batches carry a `weight` of 0 on padding rows) and the weights it keeps as the best.
+* ``step_phase(step: int) -> Hashable | None`` (optional): the static part of step `step`'s
+  program, e.g. which lazy regularisers fire (StyleGAN2: R1 every 16 steps, path length every
+  4). When every dispatch is one step (CPU's default), the engine compiles one single-step
+  program per phase and calls ``train_step(state, batch, rng, phase=phase)``, so an off step
+  does not pay for the regulariser (XLA:CPU runs convolutions inside `lax.cond` ~25x slower,
+  and a select computes both branches). Inside a K-step scan, and in the member axis, the
+  engine calls ``train_step(state, batch, rng)`` and the task decides from `state.step`; both
+  must compute the same values. Every phase returns the same metric names.
 * ``cache_key`` (optional attribute, hashable): tasks with equal keys behave identically, so
   the engine reuses their compiled init and steps across runs (`steps.cached_programs`).
 * ``sample(state, rng, n, labels=None) -> float32 (n,H,W,3) in [-1, 1]`` (optional). Use the EMA
