@@ -57,10 +57,12 @@ class _Block(nn.Module):
         b, n, d = x.shape
         h = nn.LayerNorm(epsilon=s.eps, name="norm1")(x)
         qkv = nn.Dense(3 * d, name="qkv")(h).reshape(b, n, 3, s.heads, d // s.heads)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, H, hd)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (d // s.heads) ** -0.5
+        # head-major (3, B, H, N, hd): both attention products are then plain batched matmuls;
+        # XLA:CPU ran the token-major `bhqk,bkhd->bqhd` product ~3x slower (docs/feature_spaces.md)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (d // s.heads) ** -0.5
         att = jax.nn.softmax(logits, axis=-1)
-        h = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, n, d)
+        h = jnp.einsum("bhqk,bhkd->bhqd", att, v).transpose(0, 2, 1, 3).reshape(b, n, d)
         h = nn.Dense(d, name="proj")(h)
         if s.layer_scale:
             h = h * self.param("ls1", nn.initializers.ones, (d,))
