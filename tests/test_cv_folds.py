@@ -92,6 +92,14 @@ def test_bad_cv_folds_is_a_one_line_user_error(bad, tmp_path):
     assert num_folds(_config("--config.study.cv_folds=52")) == 52  # the smoke pool: 52 tumour
 
 
+def test_the_ratio_sweep_refuses_cv_folds(tmp_path):
+    from jaxsynth.study.sweep import run_sweep
+
+    cfg = load_config("ratio_sweep:smoke", OVERRIDES + ["--config.study.cv_folds=2"])
+    with pytest.raises(UserError, match=r"^study\.cv_folds: the ratio sweep"):
+        run_sweep(cfg, tmp_path)
+
+
 # --- stage keys and the leakage guard ------------------------------------------------------
 
 
@@ -301,6 +309,8 @@ def test_two_fold_smoke_study_end_to_end(cv_study):
     # per-fold and pooled rows for the generator arm vs original and vs its control
     h = res["hierarchical"]
     assert set(res["verdicts"]) == set(h) and "original" in h and "dcgan" in h
+    arms = {"original", "dcgan", "dcgan_synthetic_only", "dcgan_selective", "dcgan_classical"}
+    assert set(h) | set(cv["missing_arms"]) == arms | {"dcgan_oversample"}
     for ref in ("original", "dcgan_classical"):
         row = cv["per_fold"]["dcgan"][ref]["pr_auc"]
         assert len(row["folds"]) == 2 and row["t_test_folds"]["n"] == 2

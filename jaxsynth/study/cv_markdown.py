@@ -13,6 +13,8 @@ TABLE_METRICS = ("pr_auc", "f1", "roc_auc")  # the Δ tables (the verdict metric
 
 
 def _ci(d: dict) -> str:
+    if d["mean"] is None or None in d["ci95"] or not np.isfinite([d["mean"], *d["ci95"]]).all():
+        return "–"
     return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
@@ -40,7 +42,9 @@ def cv_markdown(study, cv: dict, pooled: dict[str, dict], prov: dict) -> str:
         f"per fold (cost: {k} × the single-split study); each fold's full report is "
         "`fold_<k>/report.md`.",
         "",
-        "| fold | " + " | ".join(f"{s} ({'/'.join(names)})" for s in ("test", "val", "train")),
+        "| fold | "
+        + " | ".join(f"{s} ({'/'.join(names)})" for s in ("test", "val", "train"))
+        + " |",
         "|---|---|---|---|",
     ]
     for f in cv["folds"]:
@@ -59,13 +63,21 @@ def cv_markdown(study, cv: dict, pooled: dict[str, dict], prov: dict) -> str:
         "004's t-test across folds (paired by fold, n = K, on each fold's mean over runs) is "
         "shown next to it; it ignores test-set sampling and is not used for the verdict.",
         "",
+        *(
+            [
+                "With one generator seed the generator's training variance is **not** in these "
+                "intervals; use more `study.generator_seeds` (`:rigorous`)."
+            ]
+            if len(list(study.study.generator_seeds)) < 2
+            else []
+        ),
+        "",
         *[f"- {a['verdict']}" for a in pooled.values()],
         "",
     ]
     for arm, why in cv["missing_arms"].items():
-        lines.append(
-            f"Arm `{arm}` has no pooled row: {'; '.join(f'{f}: {w}' for f, w in why.items())}."
-        )
+        reasons = "; ".join(f"{f}: {w}" for f, w in why.items())
+        lines += [f"Arm `{arm}` has no pooled row (not trained in every fold): {reasons}.", ""]
     for m in TABLE_METRICS if primary in TABLE_METRICS else (primary, *TABLE_METRICS):
         lines += _delta_table(m, k, pooled, cv["per_fold"])
     lines += [

@@ -39,9 +39,9 @@ def pooled_runs(folds: list[dict]) -> tuple[dict[str, list[dict]], list[str]]:
     """(arm -> pooled runs, arms missing from some fold). A pooled run concatenates, in fold
     order, the test probabilities of one (generator seed, classifier seed) pair of every fold;
     `threshold` is per tile (its fold's validation threshold)."""
-    arms = list(folds[0]["runs"])
-    for f in folds[1:]:
-        arms += [a for a in f["runs"] if a not in arms]
+    arms: list[str] = []
+    for f in folds:  # every arm trained or skipped in some fold
+        arms += [a for a in (*f["runs"], *f["skipped_arms"]) if a not in arms]
     pooled, missing = {}, []
     for arm in arms:
         if not all(arm in f["runs"] for f in folds):
@@ -128,8 +128,12 @@ def across_folds_t_test(fold_h: list[dict], arm: str, ref: str, metric: str) -> 
     vs `ref`, paired by fold (n = K)."""
     from scipy import stats
 
-    a = np.array([h[arm]["metrics"][metric]["mean"] for h in fold_h], np.float64)
-    b = np.array([h[ref]["metrics"][metric]["mean"] for h in fold_h], np.float64)
+    def means(name):  # results.json holds a non-finite mean as null
+        return np.array(
+            [np.nan if (v := h[name]["metrics"][metric]["mean"]) is None else v for h in fold_h]
+        )
+
+    a, b = means(arm), means(ref)
     diff = a - b
     if len(diff) < 2 or not np.all(np.isfinite(diff)):
         return {"n": len(diff), "t": None, "p": None, "mean_diff": None}
