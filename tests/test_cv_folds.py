@@ -332,6 +332,9 @@ def test_two_fold_smoke_study_end_to_end(cv_study):
     for f in (0, 1):
         assert (workdir / f"fold_{f}" / "report.md").is_file()
     assert (workdir / "figures" / "forest.png").is_file()
+    from jaxsynth.cli import main
+
+    assert main(["compare", str(workdir), str(workdir)]) == 0  # a CV run compares like any run
 
 
 @pytest.mark.slow

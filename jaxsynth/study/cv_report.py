@@ -176,7 +176,7 @@ def cv_report_stage(folds: list[dict]):
             manifest = json.loads((Path(f["split_dir"]) / "manifest.json").read_text())
             y = [e["label"] for e in manifest["splits"]["test"]]
             labels += y
-            strata += [f["fold"] * 1000 + lb for lb in y]
+            strata += [f["fold"] * len(manifest["class_names"]) + lb for lb in y]
         fold_h = [
             json.loads((Path(f["report_dir"]) / "results.json").read_text())["hierarchical"]
             for f in folds
