@@ -158,6 +158,38 @@ def test_leakage_guard_runs_per_fold_on_a_planted_test_tile(tmp_path, monkeypatc
         StageRunner(tmp_path, cfg).run(stages)
 
 
+def test_each_folds_guard_holds_its_own_test_and_validation_tiles():
+    """The selective filter's thresholds and a generator's training data are checked against
+    the fold's own test/validation tiles; a tile that is fold 1's test tile is a legitimate
+    training tile of fold 2."""
+    from jaxsynth.data.split import assert_no_leakage
+    from jaxsynth.study import selective
+
+    src = ToySource(n_normal=60, n_tumour=20)
+    f1, f2 = (
+        folds_lib.build_fold_split(src, seed=0, image_size=8, counts=COUNTS, num_folds=3, fold=f)
+        for f in (1, 2)
+    )
+    tumour = f1.label_of("tumour")
+    in_f2_train = np.isin(f1.test.hashes, f2.train.hashes) & (f1.test.labels == tumour)
+    tile = f1.test.images[np.flatnonzero(in_f2_train)[:1]]
+    assert len(tile) == 1
+    val_t, train_t = (f1.split(n).of_classes([tumour]).images for n in ("val", "train"))
+    args = (
+        lambda x: x.mean((1, 2, 3)) / 255.0,
+        lambda x: x.reshape(len(x), -1)[:, :4].astype(np.float64),
+        f1.manifest,
+        0.1,
+        0.9,
+    )
+    selective.select_synthetic(train_t[:3], val_t, train_t, *args)  # clean: runs
+    with pytest.raises(LeakageError, match="threshold tiles"):
+        selective.select_synthetic(train_t[:3], np.concatenate([val_t, tile]), train_t, *args)
+    with pytest.raises(LeakageError, match="generator"):
+        assert_no_leakage(f1, np.concatenate([train_t, tile]), "generator 'g'")
+    assert_no_leakage(f2, np.concatenate([f2.train.images, tile]), "generator 'g'")
+
+
 # --- pooled statistics ---------------------------------------------------------------------
 
 
