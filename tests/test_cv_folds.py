@@ -363,6 +363,7 @@ def test_two_fold_smoke_study_end_to_end(cv_study):
     assert "- dcgan: " in md
     for f in (0, 1):
         assert (workdir / f"fold_{f}" / "report.md").is_file()
+    assert (workdir / "environment.json").is_file()
     assert (workdir / "figures" / "forest.png").is_file()
     from jaxsynth.cli import main
 

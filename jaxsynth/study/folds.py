@@ -110,6 +110,7 @@ def run_cv(
         outputs=cv_report.CV_OUTPUTS,
         extra_key=json.dumps([f["report_key"] for f in folds]),
     )
+    write_environment(workdir)
     results = StageRunner(workdir, config, verify=verify).run([stage])
     print(results["cv_report"].get("console_table", ""), flush=True)
     print(f"report: {workdir / 'report.md'}", file=sys.stderr)
