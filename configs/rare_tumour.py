@@ -136,6 +136,10 @@ def get_config(arg=None):
     c.study.selective_distance_quantile = 0.9  # of val tumour tiles' distance to the centroid
     c.study.verdict_metric = "pr_auc"  # the metric of each arm's one-line verdict
     c.study.threshold_bootstrap = 200  # val resamples for the threshold-stability check
+    # K-fold cross-validation (Poonam et al.; docs/cross_validation.md): 0 = the single split;
+    # K >= 2 runs the whole study once per fold (K x the cost) on the pool of the split counts
+    # and reports per-fold and pooled verdicts.
+    c.study.cv_folds = 0
     # ---------------------------------------------------------------------------------------
 
     if variant == "smoke":

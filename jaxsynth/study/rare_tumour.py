@@ -234,6 +234,10 @@ def run_stages(
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
+    if config.study.cv_folds:  # K-fold cross-validation: this study once per fold, pooled
+        from jaxsynth.study.folds import run_cv
+
+        return run_cv(config, workdir, build_stages, verify)
     workdir = Path(workdir)
     results = run_stages(build_stages(config), config, workdir, verify)
     print(results["report"].get("console_table", ""), flush=True)

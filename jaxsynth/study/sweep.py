@@ -245,6 +245,8 @@ def _markdown(study, rows, skipped) -> str:
 
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path, verify: bool = False) -> dict:
+    if config.study.cv_folds:  # silently sweeping the single split would mislead
+        raise UserError("study.cv_folds: the ratio sweep runs on the single split; set it to 0")
     workdir = Path(workdir)
     results = run_stages(build_sweep_stages(config), config, workdir, verify)
     print((workdir / "sweep.md").read_text(), flush=True)
