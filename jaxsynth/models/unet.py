@@ -82,11 +82,13 @@ class AttentionBlock(nn.Module):
         heads = self.num_heads if c % self.num_heads == 0 else 1
         h = nn.GroupNorm(num_groups(c, self.max_groups), name="norm")(x)
         qkv = nn.Dense(3 * c, name="qkv")(h.reshape(b, hgt * wid, c))
-        q, k, v = jnp.split(qkv.reshape(b, hgt * wid, 3, heads, c // heads), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (B, N, heads, d)
+        # head-major (3, B, heads, N, d): both attention products are plain batched matmuls
+        # (XLA:CPU ran the token-major output product 2-3x slower; docs/feature_spaces.md)
+        q, k, v = qkv.reshape(b, hgt * wid, 3, heads, c // heads).transpose(2, 0, 3, 1, 4)
         scale = 1.0 / math.sqrt(c // heads)
-        weights = jax.nn.softmax(jnp.einsum("bnhd,bmhd->bhnm", q, k) * scale, axis=-1)
-        out = jnp.einsum("bhnm,bmhd->bnhd", weights, v).reshape(b, hgt * wid, c)
+        weights = jax.nn.softmax(jnp.einsum("bhnd,bhmd->bhnm", q, k) * scale, axis=-1)
+        out = jnp.einsum("bhnm,bhmd->bhnd", weights, v).transpose(0, 2, 1, 3)
+        out = out.reshape(b, hgt * wid, c)
         out = nn.Dense(c, kernel_init=nn.initializers.zeros, name="proj")(out)
         return x + out.reshape(b, hgt, wid, c)
 
