@@ -1,0 +1,274 @@
+"""DreamBooth-style prior preservation in the SD fine-tuning Task, on the micro SD fixture.
+
+`tests/fixtures/sd_pt/pipeline` (random weights, 32-px tiles -> 4x4 latents) stands in for SD as
+in tests/test_sd_finetune.py. What is checked: bad settings are one-line errors; with the option
+off the step is today's step; the prior latents are the task's own sampler on the base U-Net,
+deterministic in the seed and never touched by training; the loss is instance + w * prior
+computed by hand on the same noise; w = 0 gives the gradients of the option off; resume is
+exact with the prior on (in-process, and kill -9 through the CLI).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from fast_jax import configure  # noqa: E402
+
+configure()  # before jax is imported
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from test_sd_finetune import finish, smoke_config, start_cli, tiles  # noqa: E402
+
+from jaxsynth.errors import UserError  # noqa: E402
+from jaxsynth.sd import finetune as ft  # noqa: E402
+from jaxsynth.tasks import sd_prior  # noqa: E402
+
+BATCH = {"image": jnp.zeros((8, 32, 32, 3)), "label": jnp.zeros((8,), jnp.int32)}
+ON = "--config.sd_ft.prior_preservation=True"
+
+
+def prior_task(*overrides: str, variant: str = "smoke"):
+    task = ft.make_task(smoke_config(ON, *overrides, variant=variant))
+    task.prepare(*tiles())
+    return task
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.sd_ft.num_class_images=0", "sd_ft.num_class_images=0: prior preservation"),
+        ("--config.sd_ft.prior_loss_weight=-1.0", "sd_ft.prior_loss_weight=-1.0: must be >= 0"),
+        ("--config.sd_ft.prior_sampler_steps=0", "sd_ft.prior_sampler_steps=0: must be in 1..1000"),
+        (
+            "--config.sd_ft.prior_prompt=H&E histopathology tile, normal tissue",
+            "sd_ft.prior_prompt='H&E histopathology tile, normal tissue': must be a generic",
+        ),
+        ("--config.sd_ft.prior_prompt=", "sd_ft.prior_prompt='': must be a generic"),
+    ],
+)
+def test_bad_prior_settings_are_one_line_errors(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")) as e:
+        ft.make_task(smoke_config(ON, override))
+    assert "\n" not in str(e.value)
+    # Off, the prior keys are not read: the same value is no error.
+    task = ft.make_task(smoke_config(override))
+    assert task.prior_label is None and task.sd.prompt_ids.shape[0] == 3  # 2 classes + empty
+
+
+def test_memory_estimate_has_the_prior_row():
+    rows = dict(ft.memory_estimate(ft.make_task(smoke_config(ON))))
+    assert rows["prior latents"] == 8 * 4 * 4 * 4 * 4  # num_class_images x 4x4x4 float32
+    assert "prior latents" not in dict(ft.memory_estimate(ft.make_task(smoke_config())))
+
+
+def reference_step(task, state, batch, rng):
+    """Today's (pre-prior) `train_step`, spelled out: the option off must run exactly this."""
+    k_lat, k_loss = jax.random.split(rng)
+    frozen = state["frozen"].params
+    latents, labels = task._latents(state, batch, k_lat)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (_, metrics), grads = grad_fn(state["unet"].params, frozen, latents, labels, k_loss)
+    metrics = dict(metrics, grad_norm=jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
+    return state.with_model("unet", state["unet"].apply_gradients(grads)), metrics
+
+
+@pytest.mark.slow  # two LoRA step compiles
+def test_prior_off_is_todays_step():
+    task = ft.make_task(smoke_config())
+    task.prepare(*tiles())
+    state = jax.jit(task.init)(jax.random.PRNGKey(0), BATCH)
+    assert set(state.models) == {"unet", "frozen"}  # no prior in the state
+    rng = jax.random.PRNGKey(1)
+    new, metrics = jax.jit(task.train_step)(state, BATCH, rng)
+    ref, ref_metrics = jax.jit(lambda s, b, r: reference_step(task, s, b, r))(state, BATCH, rng)
+    assert set(metrics) == {"loss", "mse", "grad_norm"}
+    for k in ("loss", "mse"):
+        assert np.asarray(metrics[k]) == np.asarray(ref_metrics[k]), k
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow  # the sampler, the VAE decoder and one LoRA step compile
+def test_prior_latents_are_the_base_models_samples_and_stay_fixed():
+    task = prior_task()
+    init = jax.jit(task.init)
+    state = init(jax.random.PRNGKey(0), BATCH)
+    prior = np.asarray(state["prior"].params["latents"])
+    assert prior.shape == (8, 4, 4, 4) and np.isfinite(prior).all() and prior.std() > 0.1
+
+    # Deterministic in the seed: the same seed gives the same bits, another seed other latents.
+    def again(seed):
+        return np.asarray(init(jax.random.PRNGKey(seed), BATCH)["prior"].params["latents"])
+
+    np.testing.assert_array_equal(again(0), prior)
+    assert not np.allclose(again(1), prior)
+    # They are the task's own sampler (`sample_with`: DDIM + guidance, then the VAE decoder) on
+    # the base U-Net for the prior prompt, with the prior key: decode them and compare.
+    key = jax.random.fold_in(jax.random.PRNGKey(0), sd_prior.PRIOR_SEED_FOLD)
+    labels = jnp.full((8,), task.prior_label, jnp.int32)
+    s = task.config.sd_ft
+    images = jax.jit(
+        lambda st: task.sample_with(st, key, labels, s.prior_sampler_steps, s.prior_guidance)
+    )(state)
+    frozen = state["frozen"].params
+    decoded = task.sd.vae.apply(
+        {"params": frozen["vae"]},
+        jnp.transpose(jnp.asarray(prior) / task.scaling, (0, 3, 1, 2)),
+        method=task.sd.vae.decode,
+    ).sample
+    decoded = np.clip(np.transpose(np.asarray(decoded), (0, 2, 3, 1)), -1.0, 1.0)
+    np.testing.assert_allclose(decoded, np.asarray(images), atol=1e-5)
+    # ... and the U-Net they came from matters: another U-Net gives other latents.
+    other = jax.tree.map(lambda a: np.asarray(a, np.float32) * 1.1, task.sd.params["unet"])
+    moved = task.prior_latents(other, task.sd.params["text_encoder"], key)
+    assert np.abs(np.asarray(moved) - prior).max() > 1e-3
+    # Training moves the adapters, never the prior latents; the metrics report both losses.
+    new, metrics = jax.jit(task.train_step)(state, BATCH, jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(np.asarray(new["prior"].params["latents"]), prior)
+    assert min(np.abs(np.asarray(v["up"])).max() for v in new["unet"].params["lora"].values()) > 0
+    m = {k: float(v) for k, v in metrics.items()}
+    assert m["loss_prior"] > 0 and m["loss_instance"] > 0
+    assert m["loss"] == pytest.approx(m["loss_instance"] + 1.0 * m["loss_prior"], rel=1e-6)
+
+
+def test_prior_loss_is_instance_plus_w_times_prior_by_hand():
+    """`prior_preservation_loss` against numpy: the same keys' noise and timesteps, each half
+    through the U-Net on its own, min-SNR weights, v target and prompt dropout by hand."""
+    task = ft.make_task(smoke_config(ON, "--config.sd_ft.prediction=v", variant="smoke,full"))
+    s = task.config.sd_ft
+    p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), task.sd.params)
+    emb = task.prompt_embeddings(p["text_encoder"])
+    apply_fn = task._unet_fn({"unet": p["unet"]}, {}, emb)
+    r = np.random.default_rng(0)
+    x0 = jnp.asarray(r.normal(size=(3, 4, 4, 4)), jnp.float32)
+    prior = jnp.asarray(r.normal(size=(3, 4, 4, 4)), jnp.float32)
+    labels = jnp.asarray([0, 1, 1], jnp.int32)
+    prior_labels = jnp.full((3,), task.prior_label, jnp.int32)
+    rng, w, drop = jax.random.PRNGKey(7), 0.7, 0.5
+    loss, m = jax.jit(
+        lambda: sd_prior.prior_preservation_loss(
+            apply_fn,
+            {"unet": p["unet"]},
+            task.schedule,
+            x0,
+            labels,
+            prior,
+            prior_labels,
+            rng,
+            prior_weight=w,
+            prediction="v",
+            weighting="min_snr",
+            snr_gamma=5.0,
+            label_dropout=drop,
+            num_classes=2,
+        )  # fmt: skip
+    )()
+
+    ac = np.asarray(task.schedule.alphas_cumprod, np.float64)
+
+    def half(x, lab, key):
+        k_t, k_n, k_d, _ = jax.random.split(key, 4)
+        t = np.asarray(jax.random.randint(k_t, (3,), 0, 1000))
+        eps = np.asarray(jax.random.normal(k_n, x.shape), np.float64)
+        lab = np.where(np.asarray(jax.random.bernoulli(k_d, drop, (3,))), 2, np.asarray(lab))
+        a, b = np.sqrt(ac[t])[:, None, None, None], np.sqrt(1 - ac[t])[:, None, None, None]
+        x_t = a * np.asarray(x, np.float64) + b * eps
+        out = apply_fn({"unet": p["unet"]}, jnp.asarray(x_t, jnp.float32), jnp.asarray(t),
+                       jnp.asarray(lab), None, True, None)  # fmt: skip
+        target = a * eps - b * np.asarray(x, np.float64)  # v
+        snr = ac[t] / (1 - ac[t])
+        weight = np.minimum(snr, 5.0) / (snr + 1.0)
+        return np.mean(weight * np.mean((np.asarray(out, np.float64) - target) ** 2, (1, 2, 3)))
+
+    inst = half(x0, labels, rng)
+    pri = half(prior, prior_labels, jax.random.fold_in(rng, 1))
+    assert float(m["loss_instance"]) == pytest.approx(inst, rel=1e-4)
+    assert float(m["loss_prior"]) == pytest.approx(pri, rel=1e-4)
+    assert float(loss) == pytest.approx(inst + w * pri, rel=1e-4)
+    assert abs(inst - pri) > 1e-3 * inst  # the halves really differ (the weight is tested)
+    assert s.prior_prompt == "H&E histopathology tile"
+
+
+@pytest.mark.slow  # two full fine-tuning gradient compiles
+def test_zero_prior_weight_gives_the_gradients_of_prior_off():
+    on = prior_task("--config.sd_ft.prior_loss_weight=0.0", variant="smoke,full")
+    off = ft.make_task(smoke_config(variant="smoke,full"))
+    off.prepare(*tiles())
+    state = jax.jit(on.init)(jax.random.PRNGKey(0), BATCH)
+    rng = jax.random.PRNGKey(5)
+
+    def grads(task):
+        def fn(st):
+            new, metrics = task.train_step(st, BATCH, rng)
+            return jax.tree.map(lambda a, b: a - b, new["unet"].params, st["unet"].params), metrics
+
+        return jax.jit(fn)(state)
+
+    (d_on, m_on), (d_off, m_off) = grads(on), grads(off)
+    assert float(m_on["loss_prior"]) > 0 and float(m_on["loss"]) == float(m_on["loss_instance"])
+    assert float(m_on["loss"]) == pytest.approx(float(m_off["loss"]), rel=1e-5)
+    assert float(m_on["grad_norm"]) == pytest.approx(float(m_off["grad_norm"]), rel=1e-4)
+    for a, b in zip(jax.tree.leaves(d_on), jax.tree.leaves(d_off), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-7)
+
+
+def leaves(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+@pytest.mark.slow  # three short engine runs of the LoRA step
+def test_resume_with_prior_is_exact(tmp_path):
+    """Straight 6 steps vs 3 steps then a resumed run to 6: equal bit for bit, the prior latents
+    included (they come back from the checkpoint, not from a second sampling)."""
+    from jaxsynth.commands.train import training_data
+    from jaxsynth.train.loop import train
+
+    def run(workdir, steps):
+        cfg = smoke_config(ON, f"--config.num_steps={steps}", "--config.checkpoint_every=3")
+        task = ft.make_task(cfg)
+        data = training_data(cfg, workdir)
+        task.prepare(data.arrays["image"], data.arrays["label"])
+        return train(cfg, workdir, data, task=task)
+
+    straight = run(tmp_path / "a", 6)
+    assert run(tmp_path / "b", 3).step == 3
+    resumed = run(tmp_path / "b", 6)
+    assert resumed.resumed_from == 3 and resumed.step == 6
+    a, b = leaves(straight.state), leaves(resumed.state)
+    assert len(a) == len(b) > 100
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y), "resumed run differs"
+    import json
+
+    records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_prior" in r and "loss_instance" in r for r in records)  # the TB metrics
+
+
+@pytest.mark.manual  # three CLI processes compiling the step (as the test_sd_finetune kill -9)
+def test_cli_kill9_then_resume_with_prior_is_bitwise_identical(tmp_path):
+    from jaxsynth.train.checkpoint import load_trained
+
+    straight = finish(start_cli(tmp_path / "straight", ON))
+    assert "prior latents" in straight  # the memory estimate's row
+    killed = tmp_path / "killed"
+    victim = start_cli(killed, ON, pause=0.5)
+    deadline = time.time() + 900
+    while not (killed / "checkpoints" / "4").is_dir():
+        assert victim.poll() is None, victim.communicate()[0][-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert "resuming from step" in finish(start_cli(killed, ON))
+    (_, a, _, sa), (_, b, _, sb) = load_trained(tmp_path / "straight"), load_trained(killed)
+    assert sa == sb == 8 and "prior" in a.models
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y), "resumed run differs"
+    exported = Path("export/lora.msgpack")
+    assert (tmp_path / "straight" / exported).read_bytes() == (killed / exported).read_bytes()
