@@ -116,13 +116,18 @@ def test_prior_latents_are_the_base_models_samples_and_stay_fixed():
         lambda st: task.sample_with(st, key, labels, s.prior_sampler_steps, s.prior_guidance)
     )(state)
     frozen = state["frozen"].params
-    decoded = task.sd.vae.apply(
-        {"params": frozen["vae"]},
-        jnp.transpose(jnp.asarray(prior) / task.scaling, (0, 3, 1, 2)),
-        method=task.sd.vae.decode,
-    ).sample
+    decoded = jax.jit(
+        lambda z: (
+            task.sd.vae.apply(
+                {"params": frozen["vae"]},
+                jnp.transpose(z / task.scaling, (0, 3, 1, 2)),
+                method=task.sd.vae.decode,
+            ).sample
+        )
+    )(jnp.asarray(prior))
     decoded = np.clip(np.transpose(np.asarray(decoded), (0, 2, 3, 1)), -1.0, 1.0)
-    np.testing.assert_allclose(decoded, np.asarray(images), atol=1e-5)
+    # float rounding only (one program vs two); a different sample would differ by ~0.1-1
+    np.testing.assert_allclose(decoded, np.asarray(images), atol=1e-4)
     # ... and the U-Net they came from matters: another U-Net gives other latents.
     other = jax.tree.map(lambda a: np.asarray(a, np.float32) * 1.1, task.sd.params["unet"])
     moved = task.prior_latents(other, task.sd.params["text_encoder"], key)
@@ -196,25 +201,41 @@ def test_prior_loss_is_instance_plus_w_times_prior_by_hand():
 
 @pytest.mark.slow  # two full fine-tuning gradient compiles
 def test_zero_prior_weight_gives_the_gradients_of_prior_off():
+    """With w = 0 the prior half adds nothing: the gradient is the option-off gradient (same
+    instance latents, timesteps and noise; only float rounding of the 2B-batch U-Net call)."""
     on = prior_task("--config.sd_ft.prior_loss_weight=0.0", variant="smoke,full")
     off = ft.make_task(smoke_config(variant="smoke,full"))
     off.prepare(*tiles())
     state = jax.jit(on.init)(jax.random.PRNGKey(0), BATCH)
     rng = jax.random.PRNGKey(5)
+    k_lat, k_loss = jax.random.split(rng)  # as train_step splits the step key
+    params, frozen = state["unet"].params, state["frozen"].params
 
-    def grads(task):
-        def fn(st):
-            new, metrics = task.train_step(st, BATCH, rng)
-            return jax.tree.map(lambda a, b: a - b, new["unet"].params, st["unet"].params), metrics
+    @jax.jit
+    def grads_on(st):
+        latents, labels = on._latents(st, BATCH, k_lat)
+        prior = sd_prior.draw_prior(
+            st["prior"].params["latents"], jax.random.fold_in(rng, 2), 8, on.prior_label
+        )
+        fn = jax.value_and_grad(on.prior_loss, has_aux=True)
+        return fn(params, frozen, latents, labels, *prior, k_loss)
 
-        return jax.jit(fn)(state)
+    @jax.jit
+    def grads_off(st):
+        latents, labels = off._latents(st, BATCH, k_lat)
+        return jax.value_and_grad(off.loss, has_aux=True)(params, frozen, latents, labels, k_loss)
 
-    (d_on, m_on), (d_off, m_off) = grads(on), grads(off)
+    (_, m_on), g_on = grads_on(state)
+    (_, m_off), g_off = grads_off(state)
     assert float(m_on["loss_prior"]) > 0 and float(m_on["loss"]) == float(m_on["loss_instance"])
     assert float(m_on["loss"]) == pytest.approx(float(m_off["loss"]), rel=1e-5)
-    assert float(m_on["grad_norm"]) == pytest.approx(float(m_off["grad_norm"]), rel=1e-4)
-    for a, b in zip(jax.tree.leaves(d_on), jax.tree.leaves(d_off), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-7)
+    scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(g_off))
+    for a, b in zip(jax.tree.leaves(g_on), jax.tree.leaves(g_off), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5 * scale)
+    # The step draws what was drawn here (its key use), and reports the prior loss at w = 0.
+    _, metrics = jax.jit(on.train_step)(state, BATCH, rng)
+    for k in ("loss", "loss_prior"):
+        assert float(metrics[k]) == pytest.approx(float(m_on[k]), rel=1e-5), k
 
 
 def leaves(state) -> list[np.ndarray]:
