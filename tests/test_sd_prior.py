@@ -293,3 +293,28 @@ def test_cli_kill9_then_resume_with_prior_is_bitwise_identical(tmp_path):
         assert x.dtype == y.dtype and np.array_equal(x, y), "resumed run differs"
     exported = Path("export/lora.msgpack")
     assert (tmp_path / "straight" / exported).read_bytes() == (killed / exported).read_bytes()
+
+
+def test_study_sd_ft_takes_prior_preservation_from_its_config():
+    """`--config.gen.sd_ft.sd_ft.prior_preservation=True` reaches the study's fine-tuning Task
+    (no study code involved) and is part of the training stage's cache key (`gen.sd_ft`)."""
+    from types import SimpleNamespace
+
+    from jaxsynth.config import load_config
+    from jaxsynth.study.generators import ADAPTERS
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(
+        str(repo / "configs" / "rare_tumour.py") + ":smoke",
+        [
+            "--config.generators=('sd_ft',)",
+            f"--config.sd.model_path={repo / 'tests' / 'fixtures' / 'sd_pt' / 'pipeline'}",
+            "--config.gen.sd_ft.sd_ft.prior_preservation=True",
+        ],
+    )
+    adapter = ADAPTERS["sd_ft"]
+    task = ft.make_task(adapter.config(SimpleNamespace(config=cfg), "sd_ft", 0))
+    assert task.prior_label == task.num_classes + 1
+    assert task.config.sd_ft.num_class_images == 8  # the smoke variant's
+    assert task.config.data.train_classes == ("tumour",)
+    assert "gen.sd_ft" in adapter.train_keys("sd_ft")
