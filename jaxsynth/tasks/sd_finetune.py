@@ -290,6 +290,8 @@ class SdFinetuneTask:
         )
 
     def prior_loss(self, trainable, frozen: dict, latents, labels, prior, prior_labels, rng):
+        """`loss` with prior preservation: the instance batch and as many prior latents through
+        one U-Net call; instance + `prior_loss_weight` * prior (`sd_prior`)."""
         s = self.config.sd_ft
         emb = self.prompt_embeddings(frozen["text_encoder"])
         return sd_prior.prior_preservation_loss(
