@@ -270,7 +270,7 @@ def test_resume_with_prior_is_exact(tmp_path):
     assert any("loss_prior" in r and "loss_instance" in r for r in records)  # the TB metrics
 
 
-@pytest.mark.manual  # three CLI processes compiling the step (as the test_sd_finetune kill -9)
+@pytest.mark.slow  # three CLI processes (152 s here, the CPU otherwise idle)
 def test_cli_kill9_then_resume_with_prior_is_bitwise_identical(tmp_path):
     from jaxsynth.train.checkpoint import load_trained
 
