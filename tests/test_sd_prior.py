@@ -10,6 +10,7 @@ exact with the prior on (in-process, and kill -9 through the CLI).
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -264,8 +265,6 @@ def test_resume_with_prior_is_exact(tmp_path):
     assert len(a) == len(b) > 100
     for x, y in zip(a, b, strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y), "resumed run differs"
-    import json
-
     records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss_prior" in r and "loss_instance" in r for r in records)  # the TB metrics
 
@@ -362,3 +361,44 @@ def test_prior_preservation_keeps_the_prior_prompt_near_the_base_model(tmp_path)
           f"off {heldout[False]:.4f}, on {heldout[True]:.4f}")  # fmt: skip
     assert drift[True] < drift[False]
     assert heldout[True] < 0.8 * heldout["base"]
+
+
+@pytest.mark.slow  # the study's sd_ft stages end to end (LoRA step compile, classifier, samplers)
+def test_study_sd_ft_generator_trains_with_prior_preservation(tmp_path):
+    """`jaxsynth run ... --config.gen.sd_ft.sd_ft.prior_preservation=True`: the study's training
+    stage runs the prior term (its metrics carry `loss_prior`, its checkpoint the prior
+    latents) and the sample stage samples the result through the memorisation filter."""
+    from jaxsynth.config import load_config
+    from jaxsynth.study.rare_tumour import foundation_stages, run_stages
+    from jaxsynth.train.checkpoint import load_trained
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(
+        str(repo / "configs" / "rare_tumour.py") + ":smoke",
+        [
+            "--config.generators=('sd_ft',)",
+            f"--config.sd.model_path={repo / 'tests' / 'fixtures' / 'sd_pt' / 'pipeline'}",
+            "--config.sd.size=16",
+            "--config.sd.steps=2",
+            "--config.sd.num=2",
+            "--config.synthetic.num=6",
+            "--config.gen.sd_ft.num_steps=4",
+            "--config.gen.sd_ft.sampler.steps=2",
+            "--config.gen.sd_ft.sd_ft.prior_preservation=True",
+            "--config.classifier.seeds=(0,)",
+            "--config.study.generator_seeds=(0,)",
+        ],
+    )
+    results = run_stages(foundation_stages(cfg), cfg, tmp_path)
+    trained = results["gen_sd_ft_g0"]
+    assert trained["steps"] == 4 and trained["train_images"] == 24
+    (gen_dir,) = tmp_path.glob("stages/gen_sd_ft_g0-*")
+    lines = (gen_dir / "run" / "metrics.jsonl").read_text().splitlines()
+    losses = [r for r in map(json.loads, lines) if "loss" in r]
+    assert losses[-1]["step"] == 4 and losses[-1]["loss_prior"] > 0
+    assert losses[-1]["loss"] == pytest.approx(
+        losses[-1]["loss_instance"] + losses[-1]["loss_prior"], rel=1e-5
+    )
+    _, state, _, _ = load_trained(gen_dir / "run")
+    assert state["prior"].params["latents"].shape == (8, 2, 2, 4)  # smoke: 8 samples, 16 px
+    assert results["synth_sd_ft_g0"]["generated"] == 6
