@@ -53,6 +53,17 @@ def get_config(arg=None):
     c.sd_ft.cache_flips = True  # ... in all 8 flips/rotations (histology has no orientation)
     c.sd_ft.remat = False  # recompute non-matmul activations in the backward pass
     c.sd_ft.ema_decay = 0.999
+    # DreamBooth prior preservation (Ruiz et al. 2023; docs/sd_finetune.md "Prior preservation"):
+    # before training, the base model samples num_class_images latents for prior_prompt; each
+    # step pairs its batch with as many of them, loss = instance + prior_loss_weight * prior.
+    c.sd_ft.prior_preservation = False
+    c.sd_ft.prior_loss_weight = 1.0
+    c.sd_ft.num_class_images = 200
+    # The generic class the instance prompts refine (their shared stem): what the base model
+    # means by an H&E tile is kept while "..., metastatic tumour" is learnt.
+    c.sd_ft.prior_prompt = "H&E histopathology tile"
+    c.sd_ft.prior_sampler_steps = 50  # DDIM steps per prior sample (base model, up front)
+    c.sd_ft.prior_guidance = 7.5  # classifier-free guidance of the prior samples
 
     c.sampler = ml_collections.ConfigDict()
     c.sampler.steps = 20  # DDIM steps for the sample grids
@@ -80,6 +91,8 @@ def get_config(arg=None):
         c.sd_ft.lora_rank = 2
         c.sd_ft.lora_alpha = 2.0
         c.sd_ft.ema_decay = 0.0
+        c.sd_ft.num_class_images = 8
+        c.sd_ft.prior_sampler_steps = 2
         c.sampler.steps = 4
         c.optim.lr = 1e-3
         c.optim.warmup_steps = 0

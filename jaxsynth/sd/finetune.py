@@ -58,8 +58,10 @@ def make_task(config: ml_collections.ConfigDict) -> SdFinetuneTask:
         )
     modules, params, sched = load_sd(s.model_path)
     tok = modules["tokenizer"]
+    # the empty prompt (guidance null) at row len(prompts); the prior prompt after it
+    rows = [*prompts, "", *([s.prior_prompt] if s.prior_preservation else [])]
     ids = tok(
-        [*prompts, ""], padding="max_length", max_length=tok.model_max_length,
+        rows, padding="max_length", max_length=tok.model_max_length,
         truncation=True, return_tensors="np",
     ).input_ids  # fmt: skip
     sd = SdModel(
@@ -90,10 +92,13 @@ def memory_rows(
     rank: int,
     targets=lora_lib.ATTENTION_PROJECTIONS,
     cache_bytes: int = 0,
+    prior_bytes: int = 0,
 ) -> list[tuple[str, int]]:
     """Device bytes a run holds, by item, from parameter trees (arrays or ShapeDtypeStructs):
     float32 trainable params, their gradients, Adam's two moments and the EMA copy; frozen
-    params in their stored dtype; the latent cache. Activations come on top (`activation_bytes`)."""
+    params in their stored dtype; the latent cache; the prior-preservation latents (base-model
+    samples, float32). Activations come on top (`activation_bytes`); prior preservation doubles
+    the batch each step runs through the U-Net."""
     if mode == "lora":
         fits = lora_lib.lora_targets(unet, targets).values()
         trainable = 4 * sum(rank * (fin + fout) for fin, fout in fits)
@@ -110,6 +115,8 @@ def memory_rows(
     ]
     if cache_bytes:
         rows.append(("latent cache", cache_bytes))
+    if prior_bytes:
+        rows.append(("prior latents", prior_bytes))
     return rows
 
 
@@ -118,6 +125,7 @@ def memory_estimate(task: SdFinetuneTask, num_cached: int = 0) -> list[tuple[str
     s, p = task.config.sd_ft, task.sd.params
     flips = 8 if s.cache_flips else 1
     cache = num_cached * flips * task.latent_hw**2 * task.latent_c * 4 * 2  # mean, std float32
+    prior = int(s.num_class_images) * task.latent_hw**2 * task.latent_c * 4
     return memory_rows(
         p["unet"],
         p["vae"],
@@ -126,6 +134,7 @@ def memory_estimate(task: SdFinetuneTask, num_cached: int = 0) -> list[tuple[str
         int(s.lora_rank),
         tuple(s.lora_targets),
         cache,
+        prior if s.prior_preservation else 0,
     )
 
 

@@ -19,6 +19,11 @@ flips/rotations with `sd_ft.cache_flips`) and keeps the posterior mean and std o
 step then draws its batch from that cache with the step key (uniform with replacement; the
 engine's image batch is not used), so resume stays exact and the VAE encoder never runs in the
 loop. Without `prepare` (e.g. `jaxsynth train`), each step encodes the engine's batch instead.
+
+Prior preservation (`sd_ft.prior_preservation`, DreamBooth; `jaxsynth.tasks.sd_prior`): `init`
+samples `sd_ft.num_class_images` latents of the base model for `sd_ft.prior_prompt` into the
+state; each step adds as many of them as it has instance latents, under that prompt, and the loss
+becomes `loss_instance + sd_ft.prior_loss_weight * loss_prior`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from jaxsynth.diffusion.samplers import ddim_timesteps
 from jaxsynth.diffusion.schedules import Schedule, predict_x0_and_eps, schedule_from_betas
 from jaxsynth.errors import UserError
 from jaxsynth.models import lora as lora_lib
+from jaxsynth.tasks import sd_prior
 from jaxsynth.train.mesh import batch_sharding, make_mesh
 from jaxsynth.train.precision import cast_floats, compute_dtype
 from jaxsynth.train.state import ModelState, TrainState
@@ -53,7 +59,9 @@ class SdModel:
     text_encoder: Any
     params: dict  # {"unet", "vae", "text_encoder"} -> nested dicts of numpy arrays
     scheduler_config: dict
-    prompt_ids: np.ndarray  # int32 (num_classes + 1, tokens); the last row is the empty prompt
+    # int32 (num_classes + 1, tokens): the class prompts, then the empty prompt (the guidance
+    # null); with prior preservation one more row, the prior prompt
+    prompt_ids: np.ndarray
 
 
 def sd_betas(scheduler_config: dict) -> np.ndarray:
@@ -118,6 +126,10 @@ class SdFinetuneTask:
         if s.mode == "lora" and not self.lora_targets:
             raise UserError(f"sd_ft.lora_targets={tuple(s.lora_targets)}: no such Dense layers")
         self.cache: dict[str, jax.Array] | None = None
+        # the prior prompt's row in the prompt table, or None without prior preservation
+        self.prior_label = self.num_classes + 1 if s.prior_preservation else None
+        if s.prior_preservation:
+            sd_prior.check_prior_config(s, self.schedule.num_timesteps)
 
     # -- latents -----------------------------------------------------------------------------
     def encode(self, vae_params, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -219,6 +231,7 @@ class SdFinetuneTask:
 
     def init(self, rng: jax.Array, sample_batch: dict) -> TrainState:
         p = self.sd.params
+        k_prior = jax.random.fold_in(rng, sd_prior.PRIOR_SEED_FOLD)
         frozen = {"vae": p["vae"], "text_encoder": p["text_encoder"]}
         if self.config.sd_ft.mode == "lora":
             frozen["unet"] = p["unet"]
@@ -234,7 +247,29 @@ class SdFinetuneTask:
         unet = ModelState.create(
             trainable, self._optimizer(), ema_decay=float(self.config.sd_ft.ema_decay)
         )
-        return TrainState.create(rng, {"unet": unet, "frozen": frozen_state(frozen)})
+        models = {"unet": unet, "frozen": frozen_state(frozen)}
+        if self.prior_label is not None:
+            # the U-Net `sample_with` uses at step 0 (zero adapters merge to the base exactly)
+            base = p["unet"] if self.config.sd_ft.mode == "lora" else trainable["unet"]
+            latents = self.prior_latents(base, p["text_encoder"], k_prior)
+            models["prior"] = frozen_state({"latents": latents})
+        return TrainState.create(rng, models)
+
+    def prior_latents(self, unet_params, text_params, rng: jax.Array) -> jax.Array:
+        """`sd_ft.num_class_images` scaled latents sampled from `unet_params` for the prior
+        prompt (DDIM, `prior_sampler_steps`, `prior_guidance`), in chunks of `batch_size`."""
+        s = self.config.sd_ft
+        emb = self.prompt_embeddings(text_params)
+        steps, guidance = int(s.prior_sampler_steps), float(s.prior_guidance)
+        chunk = min(int(self.config.batch_size), int(s.num_class_images))
+        labels = jnp.full((chunk,), self.prior_label, jnp.int32)
+        return sd_prior.generate_prior_latents(
+            lambda x: self._ddim(unet_params, emb, x, labels, steps, guidance),
+            int(s.num_class_images),
+            chunk,
+            (self.latent_hw, self.latent_hw, self.latent_c),
+            rng,
+        )
 
     def loss(self, trainable, frozen: dict, latents, labels, rng):
         s = self.config.sd_ft
@@ -254,13 +289,44 @@ class SdFinetuneTask:
             offset_noise=float(s.offset_noise),
         )
 
+    def prior_loss(self, trainable, frozen: dict, latents, labels, prior, prior_labels, rng):
+        """`loss` with prior preservation: the instance batch and as many prior latents through
+        one U-Net call; instance + `prior_loss_weight` * prior (`sd_prior`)."""
+        s = self.config.sd_ft
+        emb = self.prompt_embeddings(frozen["text_encoder"])
+        return sd_prior.prior_preservation_loss(
+            self._unet_fn(trainable, frozen, emb),
+            trainable,
+            self.schedule,
+            latents,
+            labels,
+            prior,
+            prior_labels,
+            rng,
+            prior_weight=float(s.prior_loss_weight),
+            prediction=s.prediction,
+            weighting=s.loss_weighting,
+            snr_gamma=float(s.snr_gamma),
+            label_dropout=float(s.prompt_dropout),
+            num_classes=self.num_classes,
+            offset_noise=float(s.offset_noise),
+        )
+
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
         k_lat, k_loss = jax.random.split(rng)
         frozen = state["frozen"].params
         latents, labels = self._latents(state, batch, k_lat)
         model = state["unet"]
-        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
-        (_, metrics), grads = grad_fn(model.params, frozen, latents, labels, k_loss)
+        if self.prior_label is None:
+            grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+            (_, metrics), grads = grad_fn(model.params, frozen, latents, labels, k_loss)
+        else:  # the instance draws as above; the prior's from a key of their own
+            prior = sd_prior.draw_prior(
+                state["prior"].params["latents"], jax.random.fold_in(rng, 2), labels.shape[0],
+                self.prior_label,
+            )  # fmt: skip
+            grad_fn = jax.value_and_grad(self.prior_loss, has_aux=True)
+            (_, metrics), grads = grad_fn(model.params, frozen, latents, labels, *prior, k_loss)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         return state.with_model("unet", model.apply_gradients(grads)), metrics
 
@@ -285,6 +351,17 @@ class SdFinetuneTask:
         frozen = state["frozen"].params
         emb = self.prompt_embeddings(frozen["text_encoder"])
         unet = self.unet_params(state)
+        shape = (labels.shape[0], self.latent_hw, self.latent_hw, self.latent_c)
+        x = jax.random.normal(rng, shape, jnp.float32)
+        z = self._ddim(unet, emb, x, labels, steps, guidance) / self.scaling
+        img = self.sd.vae.apply(
+            {"params": frozen["vae"]}, jnp.transpose(z, (0, 3, 1, 2)), method=self.sd.vae.decode
+        ).sample
+        return jnp.clip(jnp.transpose(img, (0, 2, 3, 1)), -1.0, 1.0)
+
+    def _ddim(self, unet, emb, x, labels, steps: int, guidance: float) -> jax.Array:
+        """Scaled latents from starting noise `x`: DDIM (eta = 0) with classifier-free guidance
+        (`emb`: the prompt table; the empty prompt's row is the unconditional one)."""
         n = labels.shape[0]
         null = jnp.full_like(labels, self.num_classes)
         ctx = jnp.concatenate([emb[labels], emb[null]])
@@ -297,8 +374,6 @@ class SdFinetuneTask:
             return unc + guidance * (cond - unc)
 
         ts = jnp.asarray(ddim_timesteps(self.schedule.num_timesteps, steps))
-        shape = (n, self.latent_hw, self.latent_hw, self.latent_c)
-        x = jax.random.normal(rng, shape, jnp.float32)
 
         def body(i, x):  # DDIM, eta = 0
             t = jnp.full((n,), ts[i], jnp.int32)
@@ -310,11 +385,7 @@ class SdFinetuneTask:
             )
             return jnp.sqrt(ab_prev) * x0 + jnp.sqrt(1.0 - ab_prev) * eps
 
-        z = jax.lax.fori_loop(0, steps, body, x) / self.scaling
-        img = self.sd.vae.apply(
-            {"params": frozen["vae"]}, jnp.transpose(z, (0, 3, 1, 2)), method=self.sd.vae.decode
-        ).sample
-        return jnp.clip(jnp.transpose(img, (0, 2, 3, 1)), -1.0, 1.0)
+        return jax.lax.fori_loop(0, steps, body, x)
 
     def heldout_loss(self, state: TrainState, images: jax.Array, labels: jax.Array, ema=True):
         """Unweighted eps-MSE of the sampling U-Net on held-out tiles at 10 fixed timesteps with
