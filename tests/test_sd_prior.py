@@ -269,7 +269,9 @@ def test_resume_with_prior_is_exact(tmp_path):
     assert any("loss_prior" in r and "loss_instance" in r for r in records)  # the TB metrics
 
 
-@pytest.mark.slow  # three CLI processes (152 s here, the CPU otherwise idle)
+# manual: three CLI processes (152 s here); the in-process resume test above checks the same
+# exactness with the prior on, and tests/test_sd_finetune.py the CLI kill -9 path without it
+@pytest.mark.manual
 def test_cli_kill9_then_resume_with_prior_is_bitwise_identical(tmp_path):
     from jaxsynth.train.checkpoint import load_trained
 
@@ -363,7 +365,9 @@ def test_prior_preservation_keeps_the_prior_prompt_near_the_base_model(tmp_path)
     assert heldout[True] < 0.8 * heldout["base"]
 
 
-@pytest.mark.slow  # the study's sd_ft stages end to end (LoRA step compile, classifier, samplers)
+# manual: the study's sd_ft stages end to end (LoRA step compile, classifier, samplers); the
+# override reaching the task is a fast test above, the stages themselves test_sd_finetune's
+@pytest.mark.manual
 def test_study_sd_ft_generator_trains_with_prior_preservation(tmp_path):
     """`jaxsynth run ... --config.gen.sd_ft.sd_ft.prior_preservation=True`: the study's training
     stage runs the prior term (its metrics carry `loss_prior`, its checkpoint the prior
