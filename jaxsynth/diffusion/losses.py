@@ -45,6 +45,43 @@ def loss_weights(schedule: Schedule, t: jax.Array, weighting: str, prediction: s
     raise ValueError(f"unknown loss weighting '{weighting}' (expected one of {WEIGHTINGS})")
 
 
+def noised(
+    schedule: Schedule,
+    x0: jax.Array,
+    rng: jax.Array,
+    labels: jax.Array | None = None,
+    label_dropout: float = 0.0,
+    num_classes: int = 0,
+    offset_noise: float = 0.0,
+):
+    """(x_t, t, noise, labels after dropout): the random draws of one training step from `rng`
+    (split in 4: timesteps, noise, label dropout, and the network's dropout, left to the
+    caller). One home for them, so a loss built from several batches (SD prior preservation)
+    draws exactly what `diffusion_loss` draws for each."""
+    t_rng, noise_rng, drop_rng, _ = jax.random.split(rng, 4)
+    b = x0.shape[0]
+    t = jax.random.randint(t_rng, (b,), 0, schedule.num_timesteps)
+    noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+    if offset_noise > 0.0:
+        shift = jax.random.normal(jax.random.fold_in(noise_rng, 1), (b, 1, 1, x0.shape[-1]))
+        noise = noise + offset_noise * shift.astype(x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    if labels is not None and num_classes > 0:
+        labels = drop_labels(labels, drop_rng, label_dropout, num_classes)
+    return x_t, t, noise, labels
+
+
+def prediction_target(schedule: Schedule, prediction: str, x0, t, noise) -> jax.Array:
+    """What the network is trained to output: the noise (eps) or v = √ᾱ·ε − √(1−ᾱ)·x0."""
+    if prediction == "eps":
+        return noise
+    if prediction == "v":
+        a = schedule.sqrt_alphas_cumprod[t][:, None, None, None]
+        s = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None]
+        return a * noise - s * x0
+    raise ValueError(f"unknown prediction '{prediction}' (expected 'eps' or 'v')")
+
+
 def diffusion_loss(
     apply_fn: ApplyFn,
     params,
@@ -68,25 +105,12 @@ def diffusion_loss(
     (Guttenberg 2023), so the model also learns to shift an image's mean brightness/colour.
     Returns (loss, metrics) where metrics also holds the unweighted MSE.
     """
-    t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
-    b = x0.shape[0]
-    t = jax.random.randint(t_rng, (b,), 0, schedule.num_timesteps)
-    noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
-    if offset_noise > 0.0:
-        shift = jax.random.normal(jax.random.fold_in(noise_rng, 1), (b, 1, 1, x0.shape[-1]))
-        noise = noise + offset_noise * shift.astype(x0.dtype)
-    x_t = q_sample(schedule, x0, t, noise)
-    if labels is not None and num_classes > 0:
-        labels = drop_labels(labels, drop_rng, label_dropout, num_classes)
+    x_t, t, noise, labels = noised(
+        schedule, x0, rng, labels, label_dropout, num_classes, offset_noise
+    )
+    dropout_rng = jax.random.split(rng, 4)[3]
     out = apply_fn(params, x_t, t, labels, cond, True, {"dropout": dropout_rng})
-    if prediction == "eps":
-        target = noise
-    elif prediction == "v":
-        a = schedule.sqrt_alphas_cumprod[t][:, None, None, None]
-        s = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None]
-        target = a * noise - s * x0
-    else:
-        raise ValueError(f"unknown prediction '{prediction}' (expected 'eps' or 'v')")
+    target = prediction_target(schedule, prediction, x0, t, noise)
     per_example = jnp.mean(jnp.square(out.astype(jnp.float32) - target), axis=(1, 2, 3))
     weights = loss_weights(schedule, t, weighting, prediction, snr_gamma)
     loss = jnp.mean(weights * per_example)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsynth.diffusion.losses import ApplyFn, drop_labels, loss_weights
-from jaxsynth.diffusion.schedules import Schedule, q_sample
+from jaxsynth.diffusion.losses import ApplyFn, loss_weights, noised, prediction_target
+from jaxsynth.diffusion.schedules import Schedule
 from jaxsynth.errors import UserError
 from jaxsynth.train.mesh import batch_sharding, make_mesh
 
@@ -69,20 +69,6 @@ def draw_prior(latents: jax.Array, rng: jax.Array, b: int, label: int):
     return z, jnp.full((b,), label, jnp.int32)
 
 
-def _noised(schedule: Schedule, x0, rng, labels, label_dropout, num_classes, offset_noise):
-    """(x_t, t, noise, labels after dropout): the draws `diffusion_loss` makes with `rng`."""
-    t_rng, noise_rng, drop_rng, _ = jax.random.split(rng, 4)
-    b = x0.shape[0]
-    t = jax.random.randint(t_rng, (b,), 0, schedule.num_timesteps)
-    noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
-    if offset_noise > 0.0:
-        shift = jax.random.normal(jax.random.fold_in(noise_rng, 1), (b, 1, 1, x0.shape[-1]))
-        noise = noise + offset_noise * shift.astype(x0.dtype)
-    if num_classes > 0:
-        labels = drop_labels(labels, drop_rng, label_dropout, num_classes)
-    return q_sample(schedule, x0, t, noise), t, noise, labels
-
-
 def prior_preservation_loss(
     apply_fn: ApplyFn,
     params,
@@ -105,18 +91,13 @@ def prior_preservation_loss(
     `diffusion_loss` of that half); metrics `loss`, `loss_instance`, `loss_prior` and `mse`
     (the instance half's unweighted MSE, as without prior preservation)."""
     kw = dict(label_dropout=label_dropout, num_classes=num_classes, offset_noise=offset_noise)
-    xi, ti, ni, li = _noised(schedule, x0, rng, labels, **kw)
-    xp, tp, np_, lp = _noised(schedule, prior_x0, jax.random.fold_in(rng, 1), prior_labels, **kw)
+    xi, ti, ni, li = noised(schedule, x0, rng, labels, **kw)
+    xp, tp, np_, lp = noised(schedule, prior_x0, jax.random.fold_in(rng, 1), prior_labels, **kw)
     x0s, x_t = jnp.concatenate([x0, prior_x0]), jnp.concatenate([xi, xp])
     t, noise = jnp.concatenate([ti, tp]), jnp.concatenate([ni, np_])
     dropout_rng = jax.random.split(rng, 4)[3]
     out = apply_fn(params, x_t, t, jnp.concatenate([li, lp]), None, True, {"dropout": dropout_rng})
-    if prediction == "eps":
-        target = noise
-    else:  # "v" (the task validates `prediction`)
-        a = schedule.sqrt_alphas_cumprod[t][:, None, None, None]
-        s = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None]
-        target = a * noise - s * x0s
+    target = prediction_target(schedule, prediction, x0s, t, noise)
     per_example = jnp.mean(jnp.square(out.astype(jnp.float32) - target), axis=(1, 2, 3))
     weighted = loss_weights(schedule, t, weighting, prediction, snr_gamma) * per_example
     b = x0.shape[0]
