@@ -271,8 +271,19 @@ class SdFinetuneTask:
             rng,
         )
 
-    def loss(self, trainable, frozen: dict, latents, labels, rng):
+    def _loss_options(self) -> dict:
+        """The diffusion-loss settings both losses (with and without the prior) train with."""
         s = self.config.sd_ft
+        return dict(
+            prediction=s.prediction,
+            weighting=s.loss_weighting,
+            snr_gamma=float(s.snr_gamma),
+            label_dropout=float(s.prompt_dropout),
+            num_classes=self.num_classes,
+            offset_noise=float(s.offset_noise),
+        )
+
+    def loss(self, trainable, frozen: dict, latents, labels, rng):
         emb = self.prompt_embeddings(frozen["text_encoder"])
         return diffusion_loss(
             self._unet_fn(trainable, frozen, emb),
@@ -281,12 +292,7 @@ class SdFinetuneTask:
             latents,
             rng,
             labels=labels,
-            prediction=s.prediction,
-            weighting=s.loss_weighting,
-            snr_gamma=float(s.snr_gamma),
-            label_dropout=float(s.prompt_dropout),
-            num_classes=self.num_classes,
-            offset_noise=float(s.offset_noise),
+            **self._loss_options(),
         )
 
     def prior_loss(self, trainable, frozen: dict, latents, labels, prior, prior_labels, rng):
@@ -304,12 +310,7 @@ class SdFinetuneTask:
             prior_labels,
             rng,
             prior_weight=float(s.prior_loss_weight),
-            prediction=s.prediction,
-            weighting=s.loss_weighting,
-            snr_gamma=float(s.snr_gamma),
-            label_dropout=float(s.prompt_dropout),
-            num_classes=self.num_classes,
-            offset_noise=float(s.offset_noise),
+            **self._loss_options(),
         )
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
