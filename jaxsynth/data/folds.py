@@ -35,7 +35,7 @@ from jaxsynth.data.split import (
     _check_disjoint,
     _validate_counts,
     build_study_split,
-    source_options,
+    open_study_source,
 )
 from jaxsynth.data.types import ImageSource, SkipReport
 from jaxsynth.errors import UserError
@@ -155,12 +155,7 @@ def build_fold_split(
 
 def build_cv_split(config: ml_collections.ConfigDict, fold: int) -> StudySplit:
     """Fold `fold` of `study.cv_folds` for a study config (`seed`, `image_size`, `data`)."""
-    from jaxsynth.data.sources import open_source
-
-    source = open_source(config.data.source, source_options(config))
-    report = SkipReport()
-    if hasattr(source, "skipped"):
-        report.merge(source.skipped)
+    source, report = open_study_source(config)
     return build_fold_split(
         source,
         seed=config.seed,

@@ -363,14 +363,21 @@ def load_or_build_split(
     return split
 
 
-def build_split(config: ml_collections.ConfigDict, *, progress: bool = True) -> StudySplit:
-    """The study split for `config` (`seed`, `image_size`, `data`), read from its source."""
+def open_study_source(config: ml_collections.ConfigDict) -> tuple[ImageSource, SkipReport]:
+    """The config's image source and a skip report holding what opening it already skipped
+    (the single split and every cross-validation fold read the source this way)."""
     from jaxsynth.data.sources import open_source
 
     source = open_source(config.data.source, source_options(config))
     report = SkipReport()
     if hasattr(source, "skipped"):
         report.merge(source.skipped)
+    return source, report
+
+
+def build_split(config: ml_collections.ConfigDict, *, progress: bool = True) -> StudySplit:
+    """The study split for `config` (`seed`, `image_size`, `data`), read from its source."""
+    source, report = open_study_source(config)
     return build_study_split(
         source,
         seed=config.seed,
