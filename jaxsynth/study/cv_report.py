@@ -93,7 +93,7 @@ def pooled_arms(
                 np.stack([d[m] for d in draws]),
                 np.array([p[m] for p in points]),
                 groups,
-                seed=verdicts._arm_seed(seed, arm),
+                seed=verdicts.arm_seed(seed, arm),
                 has_generator=has_gen,
             )
             for m in op.METRICS

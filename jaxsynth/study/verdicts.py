@@ -44,7 +44,7 @@ def references(arm: str, arms: list[str]) -> list[str]:
     return refs
 
 
-def _arm_seed(seed: int, arm: str) -> int:
+def arm_seed(seed: int, arm: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(arm.encode())) % (1 << 31)
 
 
@@ -85,7 +85,7 @@ def hierarchical_arms(
                 np.stack([d[m] for d in draws]),
                 np.array([p[m] for p in points]),
                 groups,
-                seed=_arm_seed(seed, arm),
+                seed=arm_seed(seed, arm),
                 has_generator=has_gen,
             )
             for m in op.METRICS
