@@ -114,7 +114,7 @@ def twin_spec(config, ada_p: float) -> dict:
 def jax_side(variant: str, steps: int, ada_p: float, dynamic: bool) -> tuple[dict, dict]:
     import jax
     import jax.numpy as jnp
-    from benchutil import time_call
+    from benchutil import matmul_peak, time_call
 
     from jaxsynth.config import load_config
     from jaxsynth.train.task import build_task
@@ -130,7 +130,7 @@ def jax_side(variant: str, steps: int, ada_p: float, dynamic: bool) -> tuple[dic
     }
     state = jax.jit(task.init)(jax.random.key(1), batch)
     state = state.replace(aux={**state.aux, "ada_p": jnp.asarray(spec["ada_p"], jnp.float32)})
-    programs: dict = {}  # phase (None: dynamic) -> compiled step
+    programs: dict = {}  # phase (None: dynamic) -> (compiled step, its model FLOPs)
     compile_s = 0.0
 
     def program(phase):
@@ -141,16 +141,30 @@ def jax_side(variant: str, steps: int, ada_p: float, dynamic: bool) -> tuple[dic
                 lambda st, bt: task.train_step(st, bt, jax.random.fold_in(st.rng, st.step), **kw)
             )
             t0 = time.perf_counter()
-            programs[phase] = fn.lower(state, batch).compile()
+            lowered = fn.lower(state, batch)
+            compiled = lowered.compile()
             compile_s += time.perf_counter() - t0
+            # FLOPs of the program as written (XLA's cost analysis before optimisation): what
+            # the step must compute, the same count for the twin; the dynamic program's count
+            # includes both branches of each regulariser.
+            cost = lowered.cost_analysis() or {}
+            cost = cost[0] if isinstance(cost, list) else cost
+            programs[phase] = (compiled, float(cost.get("flops", float("nan"))))
         return programs[phase]
 
+    peak = matmul_peak() * 1e9
     kinds = {}
     for name, kind in spec["kinds"].items():
         st = state.replace(step=jnp.asarray(kind["step"], jnp.int32))
-        compiled = program(None if dynamic else task.step_phase(kind["step"]))
-        kinds[name] = {"s_per_step": time_call(compiled, (st, batch), steps)}
-        print(f"  jax {variant} {name}: {kinds[name]['s_per_step']:.3f} s/step", flush=True)
+        compiled, flops = program(None if dynamic else task.step_phase(kind["step"]))
+        sec = time_call(compiled, (st, batch), steps)
+        kinds[name] = {"s_per_step": sec, "gflop": flops / 1e9, "gflops_per_s": flops / sec / 1e9}
+        kinds[name]["of_matmul_peak"] = flops / sec / peak
+        print(
+            f"  jax {variant} {name}: {sec:.3f} s/step, {flops / 1e9:.1f} GFLOP, "
+            f"{flops / sec / 1e9:.1f} GFLOP/s ({flops / sec / peak:.0%} of the matmul peak)",
+            flush=True,
+        )
     print(f"  jax {variant}: {len(programs)} program(s) compiled in {compile_s:.1f} s", flush=True)
     sec = sum(spec["kinds"][n]["weight"] * r["s_per_step"] for n, r in kinds.items())
     n_params = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
@@ -160,6 +174,8 @@ def jax_side(variant: str, steps: int, ada_p: float, dynamic: bool) -> tuple[dic
         "compile_s": compile_s,
         "programs": "dynamic" if dynamic else "per phase",
         "kinds": kinds,
+        "matmul_peak_gflops": peak / 1e9,
+        "cycle_gflop": sum(spec["kinds"][n]["weight"] * r["gflop"] for n, r in kinds.items()),
         "g_params": n_params(state["generator"].params),
         "d_params": n_params(state["discriminator"].params),
     }
@@ -221,17 +237,24 @@ def main(argv=None) -> int:
         )
     print(
         "\n| variant | size | batch | JAX compile s | JAX steps/s | torch eager steps/s "
-        "| torch compile steps/s | JAX / torch eager | G params | D params |"
+        "| torch compile steps/s | JAX / torch eager | GFLOP/step (cycle mean) "
+        "| JAX / torch eager, % of matmul peak | G params | D params |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         j, t = r["jax"], r["torch"]
         ratio = r.get("jax_over_torch_eager")
+        eager = (t.get("eager") or {}).get("steps_per_s")
+        per_peak = j["cycle_gflop"] / j["matmul_peak_gflops"]  # × steps/s = share of the peak
+        mfu = f"{per_peak * j['steps_per_s']:.0%} / " + (
+            "-" if not eager else f"{per_peak * eager:.0%}"
+        )
         print(
             f"| {r['variant']} | {r['size']} | {r['batch']} | {j['compile_s']:.0f} | "
             f"{j['steps_per_s']:.3f} | {_fmt((t.get('eager') or {}).get('steps_per_s'), '.3f')} | "
             f"{_fmt((t.get('compile') or {}).get('steps_per_s'), '.3f')} | "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'} | {j['g_params']:,} | {j['d_params']:,} |"
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} | {j['cycle_gflop']:.1f} | {mfu} | "
+            f"{j['g_params']:,} | {j['d_params']:,} |"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

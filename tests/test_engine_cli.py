@@ -113,3 +113,61 @@ def test_xla_flags_are_added_once_and_user_setting_wins():
     env["XLA_FLAGS"] = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split("\n")[0] == env["XLA_FLAGS"]
+
+
+def _cache_probe(env: dict, extra: str = "") -> list[str]:
+    """Run the commands' runtime setup in a fresh interpreter; return its printed lines."""
+    import subprocess
+
+    code = (
+        "from jaxsynth import xla_flags; xla_flags.apply(compile_cache=True)\n"
+        "import jax; print(jax.config.jax_compilation_cache_dir)\n" + extra
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.splitlines()
+
+
+def test_commands_persistent_compilation_cache_location_and_overrides(tmp_path):
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JAX_COMPILATION_CACHE_DIR", "JAXSYNTH_COMPILATION_CACHE", "XDG_CACHE_HOME")
+    }
+    xdg = tmp_path / "xdg"
+    assert _cache_probe({**base, "XDG_CACHE_HOME": str(xdg)}) == [str(xdg / "jaxsynth" / "xla")]
+    mine = tmp_path / "mine"
+    env = {**base, "XDG_CACHE_HOME": str(xdg), "JAXSYNTH_COMPILATION_CACHE": str(mine)}
+    assert _cache_probe(env) == [str(mine)]
+    assert _cache_probe({**env, "JAXSYNTH_COMPILATION_CACHE": "off"}) == ["None"]
+    users = tmp_path / "users"  # jax's own variable wins over ours
+    assert _cache_probe({**env, "JAX_COMPILATION_CACHE_DIR": str(users)}) == [str(users)]
+
+
+def test_commands_compilation_cache_is_hit_by_the_next_process_with_equal_results(tmp_path):
+    """The second process loads the first one's executable (jax logs the hit) and computes the
+    same bits: what a rerun after a kill relies on."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JAX_COMPILATION_CACHE_DIR", "JAXSYNTH_COMPILATION_CACHE")
+    }
+    env["JAXSYNTH_COMPILATION_CACHE"] = str(tmp_path / "cache")
+    extra = (
+        "import logging, jax.numpy as jnp\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+        "msgs = []\n"
+        "h = logging.Handler(); h.emit = lambda r: msgs.append(r.getMessage())\n"
+        "lg = logging.getLogger('jax._src.compiler')\n"
+        "lg.setLevel(logging.DEBUG); lg.addHandler(h)\n"
+        "x = jnp.linspace(-1.0, 1.0, 48 * 48).reshape(48, 48)\n"
+        "y = jax.jit(lambda a: jnp.tanh(a @ a.T) @ a + jnp.sin(a))(x)\n"
+        "print(y.tobytes().hex()[:64], float(y.sum()))\n"
+        "print(any('cache hit' in m and 'jit__lambda' in m for m in msgs))\n"
+    )
+    first = _cache_probe(env, extra)
+    assert first[2] == "False"
+    assert any(p.name.startswith("jit__lambda") for p in (tmp_path / "cache").iterdir())
+    second = _cache_probe(env, extra)
+    assert second[2] == "True"
+    assert second[1] == first[1]

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
-    xla_flags.apply()
+    xla_flags.apply(compile_cache=True)
     import importlib
 
     from jaxsynth.config import load_config

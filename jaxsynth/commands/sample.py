@@ -52,7 +52,7 @@ def _mask_iou(images, masks) -> dict:
 def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
-    xla_flags.apply()
+    xla_flags.apply(compile_cache=True)
 
     from jaxsynth.workdir_lock import WorkdirLock
 

@@ -51,7 +51,7 @@ def _finetune(args: argparse.Namespace) -> int:
     printed before the run, and the export (`<workdir>/export`) for `sd sample --unet/--lora`."""
     from jaxsynth import xla_flags
 
-    xla_flags.apply()
+    xla_flags.apply(compile_cache=True)
     from jaxsynth.commands.train import resolve_config, training_data_first_on_process_0
     from jaxsynth.sd import finetune as ft
     from jaxsynth.train.loop import train
@@ -81,7 +81,7 @@ def _jaxsynth_version() -> str:
 def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
-    xla_flags.apply()
+    xla_flags.apply(compile_cache=True)
     from jaxsynth.sd.pipeline import check_model_folder, validate_sampling_args
 
     # Cheap checks first: a typo should not cost a model load.

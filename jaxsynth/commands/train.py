@@ -100,7 +100,7 @@ def training_data_first_on_process_0(config: ml_collections.ConfigDict, workdir:
 def run(args: argparse.Namespace) -> int:
     from jaxsynth import xla_flags
 
-    xla_flags.apply()
+    xla_flags.apply(compile_cache=True)
     from jaxsynth.train.mesh import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # multi-host: before anything touches a device
